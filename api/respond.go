@@ -1,0 +1,163 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
+)
+
+// MaxBodyBytes is the largest request body accepted.
+const MaxBodyBytes = 1 << 20
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+}
+
+func statusOf(k app.Kind) int {
+	switch k {
+	case app.KindBadRequest:
+		return http.StatusBadRequest
+	case app.KindInvalid:
+		return http.StatusUnprocessableEntity
+	case app.KindUnauthenticated:
+		return http.StatusUnauthorized
+	case app.KindForbidden:
+		return http.StatusForbidden
+	case app.KindNotFound:
+		return http.StatusNotFound
+	case app.KindConflict:
+		return http.StatusConflict
+	case app.KindTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case app.KindRateLimited:
+		return http.StatusTooManyRequests
+	case app.KindUnavailable:
+		return http.StatusServiceUnavailable
+	case app.KindGone:
+		return http.StatusGone
+	}
+	return http.StatusInternalServerError
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	if v == nil {
+		return
+	}
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
+
+// writeSecret answers with a body holding a secret shown once: never cached.
+func writeSecret(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Pragma", "no-cache")
+	writeJSON(w, status, v)
+}
+
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	ae := app.AsError(err)
+	status := statusOf(ae.Kind)
+	if status == http.StatusInternalServerError {
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	code, msg := ae.Code, ae.Message
+	if code == "" {
+		code = strings.ToLower(strings.ReplaceAll(http.StatusText(status), " ", "_"))
+	}
+	if msg == "" {
+		msg = http.StatusText(status)
+	}
+	switch status {
+	case http.StatusUnauthorized:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="cloud-cli-proxy", error="invalid_token"`)
+	case http.StatusTooManyRequests:
+		secs := int(ae.RetryAfter.Round(time.Second) / time.Second)
+		if secs < 1 {
+			secs = 1
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+	case http.StatusForbidden:
+		if code == "insufficient_scope" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="cloud-cli-proxy", error="insufficient_scope"`)
+		}
+	}
+	writeJSON(w, status, errorBody{Error: errorDetail{Code: code, Message: msg, Field: ae.Field}})
+}
+
+func errBody(code, format string, args ...any) error {
+	return &app.Error{Kind: app.KindBadRequest, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// decode reads one JSON object into v: unknown fields, wrong types, malformed JSON and
+// trailing data are 400 naming the problem; a body over MaxBodyBytes is 413.
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	return DecodeJSON(r.Body, v)
+}
+
+// DecodeJSON is the strict decoder shared by every request body.
+func DecodeJSON(body io.Reader, v any) error {
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return decodeError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return decodeError(err)
+			}
+		}
+		return errBody("malformed_json", "request body must hold a single JSON object")
+	}
+	return nil
+}
+
+func decodeError(err error) error {
+	var mbe *http.MaxBytesError
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &mbe):
+		return &app.Error{Kind: app.KindTooLarge, Code: "body_too_large", Message: fmt.Sprintf("request body exceeds %d bytes", mbe.Limit)}
+	case errors.Is(err, io.EOF):
+		return errBody("empty_body", "request body is empty; a JSON object is required")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return errBody("malformed_json", "request body is truncated JSON")
+	case errors.As(err, &se):
+		return errBody("malformed_json", "malformed JSON at byte %d", se.Offset)
+	case errors.As(err, &te):
+		field := te.Field
+		if field == "" {
+			return errBody("wrong_type", "request body must be a JSON object")
+		}
+		return &app.Error{Kind: app.KindBadRequest, Code: "wrong_type", Field: field,
+			Message: fmt.Sprintf("field %q must be of type %s, not %s", field, te.Type.String(), te.Value)}
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return &app.Error{Kind: app.KindBadRequest, Code: "unknown_field", Field: field,
+			Message: fmt.Sprintf("unknown field %q", field)}
+	}
+	var ae *app.Error
+	if errors.As(err, &ae) {
+		return ae
+	}
+	return errBody("malformed_json", "request body is not valid JSON: %v", err)
+}

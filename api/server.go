@@ -1,0 +1,218 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+	"golang.org/x/time/rate"
+
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
+)
+
+// Config tunes the REST door.
+type Config struct {
+	// RateLimitPerMinute is the per-client-IP budget of the /v1 API; 0 disables the limit.
+	RateLimitPerMinute int
+}
+
+// Server is the REST door.
+type Server struct {
+	svc     *app.Service
+	log     *slog.Logger
+	cfg     Config
+	limiter *ipLimiter
+	router  *httprouter.Router
+	routes  []Route
+}
+
+// Route is one registered method and path, with who it is meant for.
+type Route struct {
+	Method string
+	Path   string
+	// Access is public, auth (any signed-in user), admin_read or admin_write.
+	Access string
+}
+
+// New builds the REST door on a service.
+func New(svc *app.Service, cfg Config, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Server{svc: svc, log: log, cfg: cfg, router: httprouter.New()}
+	if cfg.RateLimitPerMinute > 0 {
+		s.limiter = newIPLimiter(cfg.RateLimitPerMinute)
+	}
+	s.router.HandleMethodNotAllowed = true
+	s.router.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, &app.Error{Kind: app.KindNotFound, Code: "route_not_found", Message: "no such route: " + r.Method + " " + r.URL.Path})
+	})
+	s.router.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusMethodNotAllowed, errorBody{Error: errorDetail{Code: "method_not_allowed", Message: r.Method + " is not allowed on " + r.URL.Path}})
+	})
+	s.router.PanicHandler = func(w http.ResponseWriter, r *http.Request, v any) {
+		s.log.Error("panic in handler", "path", r.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		s.writeError(w, r, fmt.Errorf("panic: %v", v))
+	}
+	s.registerRoutes()
+	return s
+}
+
+// Routes lists every registered route (the authorization matrix test walks it).
+func (s *Server) Routes() []Route { return append([]Route(nil), s.routes...) }
+
+// Handler is the whole HTTP surface with its middleware.
+func (s *Server) Handler() http.Handler {
+	return s.recoverer(s.rateLimit(s.router))
+}
+
+// Sweep drops idle rate-limit entries until ctx ends.
+func (s *Server) Sweep(ctx context.Context) {
+	if s.limiter == nil {
+		return
+	}
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s.limiter.sweep(now)
+		}
+	}
+}
+
+func (s *Server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.Error("panic", "path", r.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+				s.writeError(w, r, fmt.Errorf("panic: %v", v))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// clientIP is the peer address of the connection (proxy headers are not trusted).
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// rateLimit applies the per-IP token bucket to the /v1 API and the entry pages.
+func (s *Server) rateLimit(next http.Handler) http.Handler {
+	if s.limiter == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" || strings.Contains(r.URL.Path, "/vnc/") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		ok, remaining, wait := s.limiter.take(clientIP(r), time.Now())
+		h := w.Header()
+		h.Set("X-RateLimit-Limit", strconv.Itoa(s.limiter.perMinute))
+		h.Set("X-RateLimit-Remaining", strconv.Itoa(remaining))
+		reset := int(math.Ceil(float64(s.limiter.perMinute-remaining) * 60 / float64(s.limiter.perMinute)))
+		h.Set("X-RateLimit-Reset", strconv.Itoa(reset))
+		if !ok {
+			s.writeError(w, r, &app.Error{Kind: app.KindRateLimited, Code: "rate_limited",
+				Message: fmt.Sprintf("rate limit of %d requests per minute exceeded", s.limiter.perMinute), RetryAfter: wait})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+type ipLimiter struct {
+	perMinute int
+	mu        sync.Mutex
+	m         map[string]*limEntry
+}
+
+type limEntry struct {
+	lim  *rate.Limiter
+	seen time.Time
+}
+
+func newIPLimiter(perMinute int) *ipLimiter {
+	return &ipLimiter{perMinute: perMinute, m: map[string]*limEntry{}}
+}
+
+func (l *ipLimiter) take(ip string, now time.Time) (ok bool, remaining int, wait time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.m[ip]
+	if e == nil {
+		e = &limEntry{lim: rate.NewLimiter(rate.Limit(float64(l.perMinute)/60), l.perMinute)}
+		l.m[ip] = e
+	}
+	e.seen = now
+	r := e.lim.ReserveN(now, 1)
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return false, 0, d
+	}
+	return true, int(e.lim.TokensAt(now)), 0
+}
+
+func (l *ipLimiter) sweep(now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for ip, e := range l.m {
+		if now.Sub(e.seen) > 2*time.Minute {
+			delete(l.m, ip)
+		}
+	}
+}
+
+// principalHandler is a handler that runs for an authenticated caller.
+type principalHandler func(w http.ResponseWriter, r *http.Request, ps httprouter.Params, p app.Principal)
+
+// authed wraps h with bearer authentication (a JWT or an access token).
+func (s *Server) authed(h principalHandler) httprouter.Handle {
+	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+		ip := clientIP(r)
+		authz := r.Header.Get("Authorization")
+		scheme, cred, found := strings.Cut(authz, " ")
+		if authz == "" || !found || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(cred) == "" {
+			s.writeError(w, r, &app.Error{Kind: app.KindUnauthenticated, Code: "unauthenticated", Message: "invalid or missing credentials"})
+			return
+		}
+		p, err := s.svc.Authenticate(r.Context(), ip, strings.TrimSpace(cred))
+		if err != nil {
+			if app.AsError(err).Kind == app.KindUnauthenticated {
+				method := "jwt"
+				if strings.HasPrefix(cred, app.TokenPrefix) {
+					method = "token"
+				}
+				s.svc.RecordAuthFailure(r.Context(), ip, method, "rejected bearer credential on "+r.Method+" "+r.URL.Path)
+			}
+			s.writeError(w, r, err)
+			return
+		}
+		h(w, r, ps, p)
+	}
+}
+
+func (s *Server) handle(method, path, access string, h httprouter.Handle) {
+	s.router.Handle(method, path, h)
+	s.routes = append(s.routes, Route{Method: method, Path: path, Access: access})
+}

@@ -1,0 +1,139 @@
+package app
+
+import (
+	"context"
+	"fmt"
+)
+
+// execute performs a host task against the runtime, step by step.
+func (s *Service) execute(ctx context.Context, r *taskRun) error {
+	t := r.t
+	if t.Kind == TaskHostPurge {
+		return r.step(ctx, "remove container and home volume", func() error {
+			return s.runtime.Remove(ctx, t.HostID, false)
+		})
+	}
+	var h Host
+	err := s.store.View(ctx, func(tx Tx) error {
+		var err error
+		h, err = tx.GetHost(t.HostID)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	switch t.Kind {
+	case TaskHostCreate:
+		if err := s.createContainer(ctx, r, h); err != nil {
+			return err
+		}
+		if h.DesiredState == HostRunning {
+			return s.startContainer(ctx, r, h)
+		}
+		return s.setHostStatus(ctx, h.ID, HostStopped)
+	case TaskHostStart:
+		return s.startContainer(ctx, r, h)
+	case TaskHostStop:
+		if err := r.step(ctx, "stop container", func() error {
+			return s.runtime.Stop(ctx, h.ID, s.cfg.StopTimeout)
+		}); err != nil {
+			return err
+		}
+		return s.setHostStatus(ctx, h.ID, HostStopped)
+	case TaskHostRebuild:
+		if err := r.step(ctx, "remove old container (home kept)", func() error {
+			return s.runtime.Remove(ctx, h.ID, true)
+		}); err != nil {
+			return err
+		}
+		if err := s.createContainer(ctx, r, h); err != nil {
+			return err
+		}
+		if h.DesiredState == HostRunning {
+			return s.startContainer(ctx, r, h)
+		}
+		return s.setHostStatus(ctx, h.ID, HostStopped)
+	case TaskHostDelete:
+		keep := t.Options[taskOptionKeepHome] == "true"
+		name := "remove container and home volume"
+		if keep {
+			name = "remove container (home kept)"
+		}
+		if err := r.step(ctx, name, func() error { return s.runtime.Remove(ctx, h.ID, keep) }); err != nil {
+			return err
+		}
+		return r.step(ctx, "delete host record", func() error {
+			return s.store.Update(ctx, func(tx Tx) error {
+				if err := s.deleteHostRecords(tx, h.ID); err != nil && !isNotFound(err) {
+					return err
+				}
+				return nil
+			})
+		})
+	case TaskHostRotateSSH:
+		return r.step(ctx, "store new SSH password", func() error {
+			return s.store.Update(ctx, func(tx Tx) error {
+				h, err := tx.GetHost(t.HostID)
+				if err != nil {
+					return err
+				}
+				h.SSHPasswordHash, h.UpdatedAt = t.Options["ssh_password_hash"], s.Now()
+				if h.Status == HostError && h.LastError != "" {
+					h.LastError = ""
+				}
+				return tx.PutHost(h)
+			})
+		})
+	}
+	return fmt.Errorf("app: unknown task kind %q", t.Kind)
+}
+
+func (s *Service) hostSpec(h Host) HostSpec {
+	return HostSpec{HostID: h.ID, UserID: h.UserID, ShortID: h.ShortID, Hostname: "ws-" + h.ShortID,
+		Image: h.Image, CPU: h.CPU, MemoryMB: h.MemoryMB, PIDs: h.PIDs, Network: s.cfg.UnboundNetwork}
+}
+
+func (s *Service) createContainer(ctx context.Context, r *taskRun, h Host) error {
+	return r.step(ctx, "create container", func() error {
+		rh, err := s.runtime.Create(ctx, s.hostSpec(h))
+		if err != nil {
+			return err
+		}
+		return s.store.Update(ctx, func(tx Tx) error {
+			cur, err := tx.GetHost(h.ID)
+			if err != nil {
+				return err
+			}
+			cur.ContainerID, cur.UpdatedAt = rh.ContainerID, s.Now()
+			return tx.PutHost(cur)
+		})
+	})
+}
+
+func (s *Service) startContainer(ctx context.Context, r *taskRun, h Host) error {
+	err := r.step(ctx, "start container", func() error {
+		err := s.runtime.Start(ctx, h.ID)
+		if re, ok := err.(*RuntimeError); ok && re.Code == "container_missing" {
+			if _, err := s.runtime.Create(ctx, s.hostSpec(h)); err != nil {
+				return err
+			}
+			return s.runtime.Start(ctx, h.ID)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return s.setHostStatus(ctx, h.ID, HostRunning)
+}
+
+func (s *Service) setHostStatus(ctx context.Context, hostID, status string) error {
+	return s.store.Update(ctx, func(tx Tx) error {
+		h, err := tx.GetHost(hostID)
+		if err != nil {
+			return err
+		}
+		h.Status, h.UpdatedAt = status, s.Now()
+		return tx.PutHost(h)
+	})
+}

@@ -1,0 +1,103 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Runtime is what app needs from a container engine. The Docker implementation lives in
+// package runtime; serve wires it. Every method is idempotent: creating a host that already
+// has a container, starting a running one, stopping a stopped one or removing a missing one
+// succeeds without change.
+type Runtime interface {
+	// Ping reports whether the engine answers.
+	Ping(ctx context.Context) error
+	// Create makes (but does not start) the container and, if missing, the home volume of a
+	// host. An existing container for the host is left as it is.
+	Create(ctx context.Context, spec HostSpec) (RuntimeHost, error)
+	// Start starts the host's container.
+	Start(ctx context.Context, hostID string) error
+	// Stop stops the host's container gracefully, killing it after timeout.
+	Stop(ctx context.Context, hostID string, timeout time.Duration) error
+	// Remove deletes the host's container and, unless keepHome, its home volume.
+	Remove(ctx context.Context, hostID string, keepHome bool) error
+	// Inspect returns the state of the host's container; State is StateMissing when none exists.
+	Inspect(ctx context.Context, hostID string) (RuntimeHost, error)
+	// List returns every container carrying this product's labels.
+	List(ctx context.Context) ([]RuntimeHost, error)
+	// Events streams container state changes of this product's containers until ctx ends.
+	Events(ctx context.Context) (<-chan RuntimeEvent, <-chan error)
+}
+
+// HostSpec describes the container of one host.
+type HostSpec struct {
+	HostID   string
+	UserID   string
+	ShortID  string
+	Hostname string
+	Image    string
+	CPU      float64 // cores, e.g. 1.5
+	MemoryMB int64
+	PIDs     int64
+	// Network is "none" (default: loopback only, egress is attached by the tunnel room)
+	// or "bridge" when the operator opts in with UNBOUND_HOST_NETWORK=bridge.
+	Network string
+}
+
+// Container states reported by a Runtime.
+const (
+	StateMissing = "missing"
+	StateCreated = "created"
+	StateRunning = "running"
+	StateExited  = "exited"
+	StatePaused  = "paused"
+	StateOther   = "other"
+)
+
+// RuntimeHost is what the engine knows of a host's container.
+type RuntimeHost struct {
+	HostID      string
+	UserID      string
+	ContainerID string
+	Image       string
+	State       string // one of the State* constants
+	Pid         int    // init pid when running (for network namespaces), else 0
+	StartedAt   time.Time
+}
+
+// RuntimeEvent is a state change of a labelled container.
+type RuntimeEvent struct {
+	HostID      string
+	ContainerID string
+	Action      string // start, die, stop, destroy, oom, ...
+	At          time.Time
+}
+
+// RuntimeError is an engine failure translated to a stable task error code.
+type RuntimeError struct {
+	Code    string // runtime_unavailable, image_missing, out_of_memory, runtime_error, ...
+	Message string
+	Err     error
+}
+
+func (e *RuntimeError) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("%s: %s: %v", e.Code, e.Message, e.Err)
+	}
+	return e.Code + ": " + e.Message
+}
+
+func (e *RuntimeError) Unwrap() error { return e.Err }
+
+// Runtime error codes.
+const (
+	CodeRuntimeUnavailable = "runtime_unavailable"
+	CodeImageMissing       = "image_missing"
+	CodeOutOfMemory        = "out_of_memory"
+	CodeRuntimeError       = "runtime_error"
+)
+
+// ErrRuntimeUnavailable marks an engine that cannot be reached.
+var ErrRuntimeUnavailable = errors.New("container engine unavailable")

@@ -1,0 +1,279 @@
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Clock tells the time; tests inject their own.
+type Clock interface{ Now() time.Time }
+
+// SystemClock is the real clock.
+type SystemClock struct{}
+
+// Now returns time.Now in UTC.
+func (SystemClock) Now() time.Time { return time.Now().UTC() }
+
+// Config holds the service's tunables.
+type Config struct {
+	JWTSecret      []byte
+	JWTIssuer      string
+	JWTTTL         time.Duration
+	BcryptCost     int
+	ManagedImage   string
+	PublicHost     string // host name users connect to (access commands)
+	SSHProxyPort   int
+	UnboundNetwork string // none or bridge
+	StopTimeout    time.Duration
+	Workers        int
+	// TokenMaxLifetime caps access-token expiry; 0 allows "never".
+	TokenMaxLifetime time.Duration
+	// TokenHashKey keys the HMAC under which access-token values are stored.
+	TokenHashKey []byte
+}
+
+// Deps are the parts the service stands on.
+type Deps struct {
+	Store   Store
+	Runtime Runtime
+	Tunnel  Tunnel
+	Clock   Clock
+	Logger  *slog.Logger
+}
+
+// Service is the one service layer. All doors call it.
+type Service struct {
+	cfg      Config
+	store    Store
+	runtime  Runtime
+	tunnel   Tunnel
+	clock    Clock
+	log      *slog.Logger
+	throttle *loginThrottle
+	queue    chan string
+	tokenUse *tokenUseTracker
+	// dummyHash is compared against when a username does not exist, so a miss costs the
+	// same time as a wrong password.
+	dummyHash []byte
+
+	mu      sync.Mutex
+	running map[string]bool // task ids being executed by this process
+}
+
+// New builds a Service. Call Start to run its task workers.
+func New(cfg Config, d Deps) (*Service, error) {
+	if d.Store == nil {
+		return nil, fmt.Errorf("app: a store is required")
+	}
+	if len(cfg.JWTSecret) < 32 {
+		return nil, fmt.Errorf("app: JWT secret must be at least 32 bytes")
+	}
+	if cfg.JWTIssuer == "" {
+		cfg.JWTIssuer = "cloud-cli-proxy"
+	}
+	if cfg.JWTTTL <= 0 {
+		cfg.JWTTTL = 12 * time.Hour
+	}
+	if cfg.BcryptCost == 0 {
+		cfg.BcryptCost = 10
+	}
+	if cfg.ManagedImage == "" {
+		cfg.ManagedImage = "cloud-cli-proxy/managed:latest"
+	}
+	if cfg.PublicHost == "" {
+		cfg.PublicHost = "localhost"
+	}
+	if cfg.SSHProxyPort == 0 {
+		cfg.SSHProxyPort = 2222
+	}
+	if cfg.UnboundNetwork == "" {
+		cfg.UnboundNetwork = "none"
+	}
+	if cfg.StopTimeout == 0 {
+		cfg.StopTimeout = 10 * time.Second
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 4
+	}
+	if len(cfg.TokenHashKey) == 0 {
+		cfg.TokenHashKey = cfg.JWTSecret
+	}
+	if d.Clock == nil {
+		d.Clock = SystemClock{}
+	}
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	if d.Runtime == nil {
+		d.Runtime = NoRuntime{}
+	}
+	if d.Tunnel == nil {
+		d.Tunnel = NoTunnel{}
+	}
+	dummy, err := bcrypt.GenerateFromPassword([]byte("not-a-real-password"), cfg.BcryptCost)
+	if err != nil {
+		return nil, fmt.Errorf("app: bcrypt cost %d: %w", cfg.BcryptCost, err)
+	}
+	return &Service{
+		dummyHash: dummy,
+		cfg:       cfg, store: d.Store, runtime: d.Runtime, tunnel: d.Tunnel, clock: d.Clock, log: d.Logger,
+		throttle: newLoginThrottle(),
+		queue:    make(chan string, 4096),
+		tokenUse: newTokenUseTracker(),
+		running:  map[string]bool{},
+	}, nil
+}
+
+// Config returns the service's configuration (without secrets' use being implied).
+func (s *Service) Config() Config { return s.cfg }
+
+// Now is the service clock.
+func (s *Service) Now() time.Time { return s.clock.Now().UTC() }
+
+// Principal is who is calling, however they came in.
+type Principal struct {
+	UserID   string
+	Username string
+	Role     string
+	// Method is how they authenticated: password, jwt, token, ssh_password, ssh_key, system.
+	Method    string
+	JTI       string
+	JWTExpiry time.Time
+	TokenID   string
+	TokenName string
+	// TokenWrite is false for a read-only access token.
+	TokenWrite bool
+	SourceIP   string
+}
+
+// systemPrincipal is the principal of the server's own background work.
+func systemPrincipal() Principal {
+	return Principal{Username: "system", Role: RoleAdmin, Method: "system"}
+}
+
+// Anonymous returns the principal of an unauthenticated caller from ip.
+func Anonymous(ip string) Principal { return Principal{Method: "anonymous", SourceIP: ip} }
+
+// IsAuthenticated reports whether p names a user.
+func (p Principal) IsAuthenticated() bool { return p.UserID != "" || p.Method == "system" }
+
+// CanWrite reports whether p's credential allows mutations at all.
+func (p Principal) CanWrite() bool {
+	if p.Role == RoleViewer {
+		return false
+	}
+	if p.Method == "token" && !p.TokenWrite {
+		return false
+	}
+	return true
+}
+
+func (s *Service) requireAuth(p Principal) error {
+	if !p.IsAuthenticated() {
+		return errUnauthenticated()
+	}
+	return nil
+}
+
+// requireAdminRead allows admins and viewers.
+func (s *Service) requireAdminRead(p Principal) error {
+	if err := s.requireAuth(p); err != nil {
+		return err
+	}
+	if p.Role != RoleAdmin && p.Role != RoleViewer {
+		return forbidden("administrator role required")
+	}
+	return nil
+}
+
+// requireAdminWrite allows admins whose credential may write.
+func (s *Service) requireAdminWrite(ctx context.Context, p Principal, action string) error {
+	if err := s.requireAdminRead(p); err != nil {
+		return err
+	}
+	if p.Role != RoleAdmin {
+		s.denied(ctx, p, action, "viewer role is read-only")
+		return forbidden("viewer role is read-only")
+	}
+	return s.requireScope(ctx, p, action)
+}
+
+// requireSelfWrite allows any signed-in user whose credential may write to change their own things.
+func (s *Service) requireSelfWrite(ctx context.Context, p Principal, action string) error {
+	if err := s.requireAuth(p); err != nil {
+		return err
+	}
+	return s.requireScope(ctx, p, action)
+}
+
+func (s *Service) requireScope(ctx context.Context, p Principal, action string) error {
+	if p.Method == "token" && (!p.TokenWrite || p.Role == RoleViewer) {
+		s.denied(ctx, p, action, "read-only access token")
+		return &Error{Kind: KindForbidden, Code: "insufficient_scope", Message: "this access token is read-only"}
+	}
+	return nil
+}
+
+// event builds an audit record for p.
+func (s *Service) event(p Principal, action, result string) Event {
+	return Event{
+		Time: s.Now(), Action: action, Result: result,
+		ActorID: p.UserID, ActorName: p.Username, AuthMethod: p.Method,
+		TokenID: p.TokenID, TokenName: p.TokenName, SourceIP: p.SourceIP,
+	}
+}
+
+// record adds an audit event in its own transaction (for failures and denials, which change
+// nothing else). Errors are logged, never returned: the audit of a refusal must not turn it
+// into a 500.
+func (s *Service) record(ctx context.Context, e Event) {
+	err := s.store.Update(ctx, func(tx Tx) error {
+		ev := e
+		return tx.AddEvent(&ev)
+	})
+	if err != nil {
+		s.log.Error("audit write failed", "action", e.Action, "err", err)
+	}
+}
+
+func (s *Service) denied(ctx context.Context, p Principal, action, why string) {
+	e := s.event(p, action, ResultDenied)
+	e.Message = why
+	s.record(ctx, e)
+}
+
+func newID() string { return uuid.NewString() }
+
+var shortEnc = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+func newShortID() string {
+	b := make([]byte, 5)
+	_, _ = rand.Read(b)
+	return shortEnc.EncodeToString(b) // 8 characters
+}
+
+const passwordAlphabet = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"
+
+// randomPassword returns n characters from crypto/rand.
+func randomPassword(n int) string {
+	var sb strings.Builder
+	max := big.NewInt(int64(len(passwordAlphabet)))
+	for i := 0; i < n; i++ {
+		k, err := rand.Int(rand.Reader, max)
+		if err != nil {
+			panic(err) // crypto/rand never fails on supported platforms
+		}
+		sb.WriteByte(passwordAlphabet[k.Int64()])
+	}
+	return sb.String()
+}

@@ -1,0 +1,110 @@
+package app
+
+import (
+	"context"
+	"time"
+)
+
+// Store is the persistence the service needs. Every change that touches several records is
+// made inside one Update call, so it lands whole or not at all. Get* methods return an error
+// matching ErrNotFound when the record does not exist; Put* methods return one matching
+// ErrConflict when a unique index would be violated.
+type Store interface {
+	View(ctx context.Context, fn func(Tx) error) error
+	Update(ctx context.Context, fn func(Tx) error) error
+	// Check reports whether the database is usable.
+	Check(ctx context.Context) error
+	Close() error
+}
+
+// Tx is one transaction, made of small per-entity stores.
+type Tx interface {
+	UserStore
+	SSHKeyStore
+	EgressStore
+	HostStore
+	BindingStore
+	TaskStore
+	EventStore
+	TokenStore
+	RevocationStore
+}
+
+// UserStore keeps users, unique by username.
+type UserStore interface {
+	GetUser(id string) (User, error)
+	GetUserByName(username string) (User, error)
+	PutUser(u User) error
+	DeleteUser(id string) error
+	ListUsers() ([]User, error)
+}
+
+// SSHKeyStore keeps public keys, unique by fingerprint per user.
+type SSHKeyStore interface {
+	GetSSHKey(id string) (SSHKey, error)
+	PutSSHKey(k SSHKey) error
+	DeleteSSHKey(id string) error
+	ListSSHKeys(userID string) ([]SSHKey, error)
+}
+
+// EgressStore keeps egress IPs.
+type EgressStore interface {
+	GetEgress(id string) (EgressIP, error)
+	PutEgress(e EgressIP) error
+	DeleteEgress(id string) error
+	ListEgress() ([]EgressIP, error)
+}
+
+// HostStore keeps hosts, unique by short id, indexed by user.
+type HostStore interface {
+	GetHost(id string) (Host, error)
+	GetHostByShortID(shortID string) (Host, error)
+	PutHost(h Host) error
+	DeleteHost(id string) error
+	ListHosts() ([]Host, error)
+	ListHostsByUser(userID string) ([]Host, error)
+}
+
+// BindingStore keeps bindings, unique by host, indexed by egress IP.
+type BindingStore interface {
+	GetBinding(id string) (Binding, error)
+	GetBindingByHost(hostID string) (Binding, error)
+	PutBinding(b Binding) error
+	DeleteBinding(id string) error
+	ListBindings() ([]Binding, error)
+	ListBindingsByEgress(egressID string) ([]Binding, error)
+}
+
+// TaskStore keeps tasks.
+type TaskStore interface {
+	GetTask(id string) (Task, error)
+	PutTask(t Task) error
+	// ListTasks returns tasks newest first, at most limit (0: all), optionally for one host.
+	ListTasks(hostID string, limit int) ([]Task, error)
+	// ListTasksByState returns the tasks in one of the given states, oldest first.
+	ListTasksByState(states ...string) ([]Task, error)
+}
+
+// EventStore keeps the audit log, indexed by time, user, host and type.
+type EventStore interface {
+	AddEvent(e *Event) error // assigns e.ID
+	QueryEvents(q EventQuery) (EventPage, error)
+	CountEventsSince(t time.Time) (int, error)
+}
+
+// TokenStore keeps access tokens, unique by hash and by name per user.
+type TokenStore interface {
+	GetToken(id string) (AccessToken, error)
+	GetTokenByHash(hash string) (AccessToken, error)
+	GetTokenByName(userID, name string) (AccessToken, error)
+	PutToken(t AccessToken) error
+	DeleteToken(id string) error
+	ListTokens(userID string) ([]AccessToken, error) // userID "" lists all
+}
+
+// RevocationStore remembers JWT ids that were logged out before they expired.
+type RevocationStore interface {
+	RevokeJWT(jti string, expires time.Time) error
+	IsJWTRevoked(jti string) (bool, error)
+	PurgeRevocations(before time.Time) error
+}

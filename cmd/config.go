@@ -1,0 +1,225 @@
+package cmd
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the server's configuration after flags, environment and env file are merged.
+type Config struct {
+	AdminUsername        string
+	AdminPassword        string
+	JWTSecret            string
+	DataDir              string
+	HTTPAddr             string
+	SSHAddr              string
+	SSHProxyPort         int
+	LogFormat            string
+	LogLevel             string
+	RateLimitPerMinute   int
+	BcryptCost           int
+	ManagedImage         string
+	PublicHost           string
+	UnboundHostNetwork   string
+	JWTTTL               time.Duration
+	TokenMaxLifetimeDays int
+	Runtime              string
+}
+
+// Key describes one configuration key; the README's table is generated from the same list.
+type Key struct {
+	Name    string
+	Default string
+	Help    string
+	set     func(c *Config, v string) error
+}
+
+func str(dst func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error { *dst(c) = v; return nil }
+}
+
+func intIn(lo, hi int, dst func(*Config) *int) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < lo || n > hi {
+			return fmt.Errorf("must be a whole number from %d to %d", lo, hi)
+		}
+		*dst(c) = n
+		return nil
+	}
+}
+
+func oneOf(options []string, dst func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		for _, o := range options {
+			if v == o {
+				*dst(c) = v
+				return nil
+			}
+		}
+		return fmt.Errorf("must be one of %s", strings.Join(options, ", "))
+	}
+}
+
+func addr(allowEmpty bool, dst func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		if v == "" && allowEmpty {
+			*dst(c) = v
+			return nil
+		}
+		_, port, err := net.SplitHostPort(v)
+		if err != nil {
+			return fmt.Errorf("must be host:port (e.g. :8080)")
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			return fmt.Errorf("port must be 0-65535")
+		}
+		*dst(c) = v
+		return nil
+	}
+}
+
+// Keys lists every configuration key.
+func Keys() []Key {
+	return []Key{
+		{"ADMIN_USERNAME", "admin", "Username of the administrator created on first start.", func(c *Config, v string) error {
+			if len(v) < 3 || len(v) > 50 || strings.Trim(v, "abcdefghijklmnopqrstuvwxyz0123456789._-") != "" {
+				return fmt.Errorf("must be 3-50 characters of a-z, 0-9, '.', '_' or '-'")
+			}
+			c.AdminUsername = v
+			return nil
+		}},
+		{"ADMIN_PASSWORD", "", "Password of that administrator on first start; generated and printed once when empty.", func(c *Config, v string) error {
+			if v != "" && len(v) < 8 {
+				return fmt.Errorf("must be at least 8 characters")
+			}
+			c.AdminPassword = v
+			return nil
+		}},
+		{"ADMIN_JWT_SECRET", "", "HS256 secret for login JWTs (32+ bytes); generated into DATA_DIR/jwt_secret (0600) when empty. Changing it ends every login session; access tokens are not affected.", func(c *Config, v string) error {
+			if v != "" && len(v) < 32 {
+				return fmt.Errorf("must be at least 32 characters")
+			}
+			c.JWTSecret = v
+			return nil
+		}},
+		{"DATA_DIR", "./data", "Directory of the database and generated secrets; created 0700.", str(func(c *Config) *string { return &c.DataDir })},
+		{"HTTP_ADDR", ":8080", "Listen address of the REST API.", addr(false, func(c *Config) *string { return &c.HTTPAddr })},
+		{"SSH_ADDR", ":22", "Listen address of the SSH TUI door.", addr(true, func(c *Config) *string { return &c.SSHAddr })},
+		{"SSH_PROXY_PORT", "2222", "Port of the SSH gateway into containers (also shown in access commands).", intIn(1, 65535, func(c *Config) *int { return &c.SSHProxyPort })},
+		{"LOG_FORMAT", "text", "Log format: json or text.", oneOf([]string{"json", "text"}, func(c *Config) *string { return &c.LogFormat })},
+		{"LOG_LEVEL", "info", "Log level: debug, info, warn or error.", oneOf([]string{"debug", "info", "warn", "error"}, func(c *Config) *string { return &c.LogLevel })},
+		{"RATE_LIMIT_PER_MINUTE", "120", "Requests per minute per client IP on the API (token bucket); 0 disables.", intIn(0, 10000000, func(c *Config) *int { return &c.RateLimitPerMinute })},
+		{"BCRYPT_COST", "10", "bcrypt cost of stored passwords.", intIn(4, 15, func(c *Config) *int { return &c.BcryptCost })},
+		{"MANAGED_IMAGE", "cloud-cli-proxy/managed:latest", "Docker image of new hosts.", str(func(c *Config) *string { return &c.ManagedImage })},
+		{"PUBLIC_HOST", "localhost", "Host name users connect to, used in access commands and handoffs.", str(func(c *Config) *string { return &c.PublicHost })},
+		{"UNBOUND_HOST_NETWORK", "none", "Network of hosts without an egress binding: none (loopback only) or bridge.", oneOf([]string{"none", "bridge"}, func(c *Config) *string { return &c.UnboundHostNetwork })},
+		{"JWT_TTL", "12h", "Lifetime of a login JWT.", func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < time.Minute || d > 30*24*time.Hour {
+				return fmt.Errorf("must be a duration from 1m to 720h")
+			}
+			c.JWTTTL = d
+			return nil
+		}},
+		{"TOKEN_MAX_LIFETIME_DAYS", "0", "Longest access-token lifetime in days; 0 allows tokens that never expire.", intIn(0, 3650, func(c *Config) *int { return &c.TokenMaxLifetimeDays })},
+		{"RUNTIME", "docker", "Container engine: docker (the engine found through DOCKER_HOST or its socket).", oneOf([]string{"docker"}, func(c *Config) *string { return &c.Runtime })},
+	}
+}
+
+// flagName turns HTTP_ADDR into http-addr.
+func flagName(key string) string { return strings.ToLower(strings.ReplaceAll(key, "_", "-")) }
+
+// LoadConfig merges, from lowest to highest precedence: defaults, the env file (--env-file
+// or ENV_FILE), the environment, and flags. A bad value names its key.
+func LoadConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
+	keys := Keys()
+	values := map[string]string{}
+	for _, k := range keys {
+		values[k.Name] = k.Default
+	}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	envFile := fs.String("env-file", getenv("ENV_FILE"), "file of KEY=VALUE lines (ENV_FILE)")
+	flagVals := map[string]*string{}
+	for _, k := range keys {
+		flagVals[k.Name] = fs.String(flagName(k.Name), "", k.Help+" ("+k.Name+")")
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *envFile != "" {
+		fileVals, err := readEnvFile(*envFile)
+		if err != nil {
+			return Config{}, err
+		}
+		for name, v := range fileVals {
+			if _, ok := values[name]; ok {
+				values[name] = v
+			}
+		}
+	}
+	for _, k := range keys {
+		if v, ok := lookup(getenv, k.Name); ok {
+			values[k.Name] = v
+		}
+	}
+	fs.Visit(func(f *flag.Flag) {
+		for _, k := range keys {
+			if flagName(k.Name) == f.Name {
+				values[k.Name] = *flagVals[k.Name]
+			}
+		}
+	})
+	var c Config
+	for _, k := range keys {
+		if err := k.set(&c, values[k.Name]); err != nil {
+			return Config{}, fmt.Errorf("config %s=%q: %w", k.Name, values[k.Name], err)
+		}
+	}
+	return c, nil
+}
+
+func lookup(getenv func(string) string, name string) (string, bool) {
+	v := getenv(name)
+	return v, v != ""
+}
+
+func readEnvFile(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config ENV_FILE: %w", err)
+	}
+	defer f.Close()
+	out := map[string]string{}
+	sc := bufio.NewScanner(f)
+	line := 0
+	for sc.Scan() {
+		line++
+		t := strings.TrimSpace(sc.Text())
+		if t == "" || strings.HasPrefix(t, "#") {
+			continue
+		}
+		t = strings.TrimPrefix(t, "export ")
+		name, v, ok := strings.Cut(t, "=")
+		if !ok {
+			return nil, fmt.Errorf("config ENV_FILE %s:%d: expected KEY=VALUE", path, line)
+		}
+		v = strings.TrimSpace(v)
+		if len(v) >= 2 && (v[0] == '"' && v[len(v)-1] == '"' || v[0] == '\'' && v[len(v)-1] == '\'') {
+			v = v[1 : len(v)-1]
+		}
+		out[strings.TrimSpace(name)] = v
+	}
+	return out, sc.Err()
+}
