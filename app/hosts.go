@@ -332,7 +332,7 @@ func (s *Service) hostAction(ctx context.Context, p Principal, hostID, kind stri
 		case TaskHostRebuild:
 			h.Status = HostRebuilding
 		case TaskHostDelete:
-			h.Status = HostDeleting
+			h.Status, h.DesiredState = HostDeleting, HostDeleted
 			if keepHome {
 				t.Options = map[string]string{taskOptionKeepHome: "true"}
 			}

@@ -81,6 +81,8 @@ const (
 	HostRebuilding = "rebuilding"
 	HostDeleting   = "deleting"
 	HostError      = "error"
+	// HostDeleted is only a desired state: the host is on its way out.
+	HostDeleted = "deleted"
 )
 
 // Host is a user's workspace container.
@@ -93,7 +95,7 @@ type Host struct {
 	MemoryMB        int64     `json:"memory_mb"`
 	PIDs            int64     `json:"pids"`
 	Status          string    `json:"status"`
-	DesiredState    string    `json:"desired_state"` // running or stopped
+	DesiredState    string    `json:"desired_state"` // running, stopped or deleted
 	ContainerID     string    `json:"container_id,omitempty"`
 	ActiveTaskID    string    `json:"active_task_id,omitempty"`
 	LastError       string    `json:"last_error,omitempty"`

@@ -36,6 +36,10 @@ type Config struct {
 	UnboundNetwork string // none or bridge
 	StopTimeout    time.Duration
 	Workers        int
+	// ReconcileInterval is how often the reconciler runs besides engine events; 0 means
+	// ReconcileInterval (30s). Negative disables the background reconciler and expiry
+	// scanner (tests call Reconcile and ExpireUsers themselves).
+	ReconcileInterval time.Duration
 	// TokenMaxLifetime caps access-token expiry; 0 allows "never".
 	TokenMaxLifetime time.Duration
 	// TokenHashKey keys the HMAC under which access-token values are stored.
@@ -53,15 +57,16 @@ type Deps struct {
 
 // Service is the one service layer. All doors call it.
 type Service struct {
-	cfg      Config
-	store    Store
-	runtime  Runtime
-	tunnel   Tunnel
-	clock    Clock
-	log      *slog.Logger
-	throttle *loginThrottle
-	queue    chan string
-	tokenUse *tokenUseTracker
+	cfg       Config
+	store     Store
+	runtime   Runtime
+	tunnel    Tunnel
+	clock     Clock
+	log       *slog.Logger
+	throttle  *loginThrottle
+	queue     chan string
+	tokenUse  *tokenUseTracker
+	reconcile *reconcileState
 	// dummyHash is compared against when a username does not exist, so a miss costs the
 	// same time as a wrong password.
 	dummyHash []byte
@@ -102,6 +107,9 @@ func New(cfg Config, d Deps) (*Service, error) {
 	if cfg.StopTimeout == 0 {
 		cfg.StopTimeout = 10 * time.Second
 	}
+	if cfg.ReconcileInterval == 0 {
+		cfg.ReconcileInterval = ReconcileInterval
+	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = 4
 	}
@@ -127,10 +135,11 @@ func New(cfg Config, d Deps) (*Service, error) {
 	return &Service{
 		dummyHash: dummy,
 		cfg:       cfg, store: d.Store, runtime: d.Runtime, tunnel: d.Tunnel, clock: d.Clock, log: d.Logger,
-		throttle: newLoginThrottle(),
-		queue:    make(chan string, 4096),
-		tokenUse: newTokenUseTracker(),
-		running:  map[string]bool{},
+		throttle:  newLoginThrottle(),
+		queue:     make(chan string, 4096),
+		tokenUse:  newTokenUseTracker(),
+		reconcile: newReconcileState(),
+		running:   map[string]bool{},
 	}, nil
 }
 

@@ -79,6 +79,13 @@ func (s *Service) Start(ctx context.Context) (wait func(), err error) {
 		defer wg.Done()
 		s.sweep(ctx)
 	}()
+	if s.cfg.ReconcileInterval > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.watch(ctx)
+		}()
+	}
 	return wg.Wait, nil
 }
 
