@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
@@ -35,7 +36,11 @@ func (s *Service) execute(ctx context.Context, r *taskRun) error {
 		return s.startContainer(ctx, r, h)
 	case TaskHostStop:
 		if err := r.step(ctx, "stop container", func() error {
-			return s.runtime.Stop(ctx, h.ID, s.cfg.StopTimeout)
+			err := s.runtime.Stop(ctx, h.ID, s.cfg.StopTimeout)
+			if isRuntimeCode(err, "container_missing") {
+				return nil // nothing runs: the host is stopped
+			}
+			return err
 		}); err != nil {
 			return err
 		}
@@ -113,7 +118,7 @@ func (s *Service) createContainer(ctx context.Context, r *taskRun, h Host) error
 func (s *Service) startContainer(ctx context.Context, r *taskRun, h Host) error {
 	err := r.step(ctx, "start container", func() error {
 		err := s.runtime.Start(ctx, h.ID)
-		if re, ok := err.(*RuntimeError); ok && re.Code == "container_missing" {
+		if isRuntimeCode(err, "container_missing") {
 			if _, err := s.runtime.Create(ctx, s.hostSpec(h)); err != nil {
 				return err
 			}
@@ -124,7 +129,25 @@ func (s *Service) startContainer(ctx context.Context, r *taskRun, h Host) error 
 	if err != nil {
 		return err
 	}
+	if rd, ok := s.runtime.(execReadier); ok {
+		if err := r.step(ctx, "wait until the workspace answers", func() error {
+			return rd.WaitExecReady(ctx, h.ID)
+		}); err != nil {
+			return err
+		}
+	}
 	return s.setHostStatus(ctx, h.ID, HostRunning)
+}
+
+// execReadier is implemented by runtimes that can tell when a started container accepts
+// commands.
+type execReadier interface {
+	WaitExecReady(ctx context.Context, hostID string) error
+}
+
+func isRuntimeCode(err error, code string) bool {
+	var re *RuntimeError
+	return errors.As(err, &re) && re.Code == code
 }
 
 func (s *Service) setHostStatus(ctx context.Context, hostID, status string) error {
