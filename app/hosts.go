@@ -147,6 +147,7 @@ func (s *Service) CreateHost(ctx context.Context, p Principal, in CreateHostInpu
 	if err := s.requireAdminWrite(ctx, p, "host.create"); err != nil {
 		return HostCreated{}, err
 	}
+	custom := in.Image != "" && in.Image != s.cfg.ManagedImage
 	if err := in.Validate(s.cfg.ManagedImage); err != nil {
 		return HostCreated{}, err
 	}
@@ -156,7 +157,7 @@ func (s *Service) CreateHost(ctx context.Context, p Principal, in CreateHostInpu
 		if _, err := tx.GetUser(in.UserID); err != nil {
 			return withMessage(err, "user not found")
 		}
-		h := Host{ID: newID(), ShortID: newShortID(), UserID: in.UserID, Image: in.Image, CPU: *in.CPU,
+		h := Host{ID: newID(), ShortID: newShortID(), UserID: in.UserID, Image: in.Image, CustomImage: custom, CPU: *in.CPU,
 			MemoryMB: *in.MemoryMB, PIDs: *in.PIDs, Status: HostCreating, DesiredState: HostRunning,
 			CreatedAt: now, UpdatedAt: now}
 		t := s.newTask(p, TaskHostCreate, h.ID, h.UserID)

@@ -51,6 +51,21 @@ func (s *Service) execute(ctx context.Context, r *taskRun) error {
 		}); err != nil {
 			return err
 		}
+		if !h.CustomImage && h.Image != s.cfg.ManagedImage {
+			if err := r.step(ctx, "switch to the current managed image "+s.cfg.ManagedImage, func() error {
+				h.Image = s.cfg.ManagedImage
+				return s.store.Update(ctx, func(tx Tx) error {
+					cur, err := tx.GetHost(h.ID)
+					if err != nil {
+						return err
+					}
+					cur.Image, cur.UpdatedAt = h.Image, s.Now()
+					return tx.PutHost(cur)
+				})
+			}); err != nil {
+				return err
+			}
+		}
 		if err := s.createContainer(ctx, r, h); err != nil {
 			return err
 		}

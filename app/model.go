@@ -87,10 +87,13 @@ const (
 
 // Host is a user's workspace container.
 type Host struct {
-	ID              string    `json:"id"`
-	ShortID         string    `json:"short_id"`
-	UserID          string    `json:"user_id"`
-	Image           string    `json:"image"`
+	ID      string `json:"id"`
+	ShortID string `json:"short_id"`
+	UserID  string `json:"user_id"`
+	Image   string `json:"image"`
+	// CustomImage is true when the host was created with an explicit image; otherwise a
+	// rebuild moves it to the server's current managed image.
+	CustomImage     bool      `json:"custom_image,omitempty"`
 	CPU             float64   `json:"cpu"`
 	MemoryMB        int64     `json:"memory_mb"`
 	PIDs            int64     `json:"pids"`
