@@ -1,11 +1,14 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -113,21 +116,60 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 
 // DecodeJSON is the strict decoder shared by every request body.
 func DecodeJSON(body io.Reader, v any) error {
-	dec := json.NewDecoder(body)
+	// The whole body is read first (decode bounds it): a value refused by a type's own
+	// UnmarshalJSON (a time that is not RFC 3339) is then traced back to its field.
+	data, err := io.ReadAll(body)
+	if err != nil {
+		return decodeError(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		if isUnmarshalerError(err) {
+			return unmarshalerError(err, data, v)
+		}
 		return decodeError(err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				return decodeError(err)
-			}
-		}
 		return errBody("malformed_json", "request body must hold a single JSON object")
 	}
 	return nil
+}
+
+// isUnmarshalerError reports whether a decode error of an in-memory body came from a type's
+// own UnmarshalJSON rather than from encoding/json.
+func isUnmarshalerError(err error) bool {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	var ie *json.InvalidUnmarshalError
+	return !errors.As(err, &se) && !errors.As(err, &te) && !errors.As(err, &ie) && !errors.Is(err, io.EOF) &&
+		!errors.Is(err, io.ErrUnexpectedEOF) && !strings.HasPrefix(err.Error(), "json: unknown field ")
+}
+
+// unmarshalerError is a 400 wrong_type naming the top-level field whose value was refused:
+// each field is decoded alone into a fresh value until one fails.
+func unmarshalerError(err error, data []byte, v any) error {
+	msg := "field %q has a value of the wrong form"
+	var pe *time.ParseError
+	if errors.As(err, &pe) || strings.Contains(err.Error(), "Time.UnmarshalJSON") {
+		msg = "field %q must be an RFC 3339 time, e.g. 2026-12-31T23:59:59Z"
+	}
+	var fields map[string]json.RawMessage
+	rt := reflect.TypeOf(v)
+	if json.Unmarshal(data, &fields) == nil && rt != nil && rt.Kind() == reflect.Pointer {
+		keys := make([]string, 0, len(fields))
+		for k := range fields {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			one, _ := json.Marshal(map[string]json.RawMessage{k: fields[k]})
+			if json.Unmarshal(one, reflect.New(rt.Elem()).Interface()) != nil {
+				return &app.Error{Kind: app.KindBadRequest, Code: "wrong_type", Field: k, Message: fmt.Sprintf(msg, k)}
+			}
+		}
+	}
+	return errBody("wrong_type", "a field has a value of the wrong form")
 }
 
 func decodeError(err error) error {

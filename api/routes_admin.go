@@ -51,7 +51,7 @@ func (s *Server) registerUserRoutes() {
 		return list[app.SSHKey]{"keys": ks}, err
 	}))
 	s.handle("POST", "/v1/admin/users/:id/ssh-keys", accessAdminWrite, reply(s, 201, func(r *http.Request, ps httprouter.Params, p app.Principal) (app.SSHKey, error) {
-		if err := requireAdminRole(p); err != nil {
+		if err := requireAdminWriteRole(p); err != nil {
 			return app.SSHKey{}, err
 		}
 		return withBody(nil, r, func(in app.AddKeyInput) (app.SSHKey, error) {
@@ -59,13 +59,13 @@ func (s *Server) registerUserRoutes() {
 		})
 	}))
 	s.handle("POST", "/v1/admin/users/:id/ssh-keys/generate", accessAdminWrite, replySecret(s, 201, func(r *http.Request, ps httprouter.Params, p app.Principal) (app.GeneratedKey, error) {
-		if err := requireAdminRole(p); err != nil {
+		if err := requireAdminWriteRole(p); err != nil {
 			return app.GeneratedKey{}, err
 		}
 		return svc.GenerateSSHKey(r.Context(), p, ps.ByName("id"))
 	}))
 	s.handle("DELETE", "/v1/admin/users/:id/ssh-keys/:keyID", accessAdminWrite, s.noContent(func(r *http.Request, ps httprouter.Params, p app.Principal) error {
-		if err := requireAdminRole(p); err != nil {
+		if err := requireAdminWriteRole(p); err != nil {
 			return err
 		}
 		return svc.DeleteSSHKey(r.Context(), p, ps.ByName("id"), ps.ByName("keyID"))
@@ -111,9 +111,16 @@ func (s *Server) registerEgressRoutes() {
 
 func (s *Server) registerHostRoutes() {
 	svc := s.svc
-	s.handle("GET", "/v1/admin/hosts", accessAdminRead, reply(s, 200, func(r *http.Request, _ httprouter.Params, p app.Principal) (list[app.HostView], error) {
-		hs, err := svc.ListHosts(r.Context(), p)
-		return list[app.HostView]{"hosts": hs}, err
+	// The full listing is large and read often (dashboards poll it): its encoding is kept
+	// until the next write to the store.
+	var hostsJSON encodedCache
+	s.handle("GET", "/v1/admin/hosts", accessAdminRead, s.authed(func(w http.ResponseWriter, r *http.Request, _ httprouter.Params, p app.Principal) {
+		hs, ver, err := svc.ListHostsVersioned(r.Context(), p)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		hostsJSON.write(w, ver, list[app.HostView]{"hosts": hs})
 	}))
 	s.handle("POST", "/v1/admin/hosts", accessAdminWrite, reply(s, 201, func(r *http.Request, _ httprouter.Params, p app.Principal) (app.HostCreated, error) {
 		return withBody(nil, r, func(in app.CreateHostInput) (app.HostCreated, error) { return svc.CreateHost(r.Context(), p, in) })

@@ -75,7 +75,7 @@ func ValidateEgress(e *EgressIP) error {
 	if !labelRE.MatchString(e.Label) {
 		return invalid("label", "label must be 1-64 characters of letters, digits, '.', '_', '-' or space")
 	}
-	ip, err := netip.ParseAddr(e.IPAddress)
+	ip, err := parseZonelessAddr(e.IPAddress)
 	if err != nil {
 		return invalid("ip_address", "ip_address must be an IPv4 or IPv6 address")
 	}
@@ -111,7 +111,9 @@ func ValidateEgress(e *EgressIP) error {
 // ValidateWGKey checks a WireGuard key: 32 bytes in standard base64.
 func ValidateWGKey(field, k string) error {
 	b, err := base64.StdEncoding.DecodeString(k)
-	if err != nil || len(b) != 32 {
+	// The decoder skips '\r' and '\n' and ignores non-zero padding bits; only the canonical
+	// 44-character form is a key WireGuard reads (and safe to write into its config).
+	if err != nil || len(b) != 32 || base64.StdEncoding.EncodeToString(b) != k {
 		return invalid(field, "%s must be a 32-byte key in base64", field)
 	}
 	return nil
@@ -154,7 +156,7 @@ func validateWireGuard(e *EgressIP) error {
 	}
 	e.WGAllowedIPs = strings.Join(parts, ", ")
 	if e.WGDNSServer != "" {
-		a, err := netip.ParseAddr(e.WGDNSServer)
+		a, err := parseZonelessAddr(e.WGDNSServer)
 		if err != nil {
 			return invalid("wg_dns_server", "wg_dns_server must be an IP address")
 		}
@@ -180,13 +182,24 @@ func validateWireGuard(e *EgressIP) error {
 	return nil
 }
 
+// parseZonelessAddr parses an IP address without a zone: a zone ("fe80::1%eth0") names a
+// local interface, which means nothing for a remote peer, and may hold any character, even
+// a newline that would end a line of a tunnel config.
+func parseZonelessAddr(s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err == nil && a.Zone() != "" {
+		return netip.Addr{}, fmt.Errorf("address %q has a zone", s)
+	}
+	return a, err
+}
+
 var hostnameRE = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$`)
 
 func validateServer(field, host string) error {
 	if host == "" {
 		return invalid(field, "%s is required", field)
 	}
-	if _, err := netip.ParseAddr(host); err == nil {
+	if _, err := parseZonelessAddr(host); err == nil {
 		return nil
 	}
 	if len(host) > 253 || !hostnameRE.MatchString(host) {

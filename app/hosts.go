@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"sync"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -48,7 +49,7 @@ func (in *CreateHostInput) Validate(defaultImage string) error {
 		v := DefaultCPU
 		in.CPU = &v
 	}
-	if *in.CPU < MinCPU || *in.CPU > MaxCPU {
+	if !(*in.CPU >= MinCPU && *in.CPU <= MaxCPU) { // also refuses NaN
 		return invalid("cpu", "cpu must be between %g and %g cores", MinCPU, MaxCPU)
 	}
 	if in.MemoryMB == nil {
@@ -198,6 +199,43 @@ func (s *Service) ListHosts(ctx context.Context, p Principal) ([]HostView, error
 		return nil, err
 	}
 	return s.listHosts(ctx, "")
+}
+
+// hostListCache keeps the full host listing of one store generation.
+type hostListCache struct {
+	mu    sync.Mutex
+	gen   uint64
+	views []HostView // nil: nothing cached
+}
+
+// ListHostsVersioned is ListHosts for doors that cache their encoding of the list: it also
+// returns a version, and two calls returning the same non-zero version return the same list.
+// When the store counts its writes (Generational) the list is kept until the next write, so
+// repeated listings cost no store reads; otherwise the version is 0. The returned slice is
+// shared with other callers and must not be modified.
+func (s *Service) ListHostsVersioned(ctx context.Context, p Principal) ([]HostView, uint64, error) {
+	if err := s.requireAdminRead(p); err != nil {
+		return nil, 0, err
+	}
+	g, ok := s.store.(Generational)
+	if !ok {
+		hs, err := s.listHosts(ctx, "")
+		return hs, 0, err
+	}
+	c := &s.hostList
+	// Held while listing, so a burst of requests after a write lists once, not once each.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	gen := g.Generation() + 1 // read before listing: the list is at least this new; never 0
+	if c.views != nil && c.gen == gen {
+		return c.views, gen, nil
+	}
+	hs, err := s.listHosts(ctx, "")
+	if err != nil {
+		return nil, 0, err
+	}
+	c.gen, c.views = gen, hs
+	return hs, gen, nil
 }
 
 // ListOwnHosts lists the caller's hosts.

@@ -73,6 +73,8 @@ type Service struct {
 
 	mu      sync.Mutex
 	running map[string]bool // task ids being executed by this process
+
+	hostList hostListCache // the full host listing, for ListHostsVersioned
 }
 
 // New builds a Service. Call Start to run its task workers.

@@ -17,6 +17,14 @@ type Store interface {
 	Close() error
 }
 
+// Generational is implemented by a Store that counts its writes. Generation changes after
+// every Update returns and never goes back, so a value read before a View names a state at
+// least that new; the service keys caches of derived views on it. Stores without it are
+// simply not cached.
+type Generational interface {
+	Generation() uint64
+}
+
 // Tx is one transaction, made of small per-entity stores.
 type Tx interface {
 	UserStore

@@ -118,6 +118,10 @@ func (s *Service) sweep(ctx context.Context) {
 				return err
 			})
 			s.enqueue(ids...)
+			now := s.Now()
+			if err := s.store.Update(ctx, func(tx Tx) error { return tx.PurgeRevocations(now) }); err != nil && ctx.Err() == nil {
+				s.log.Warn("purging expired JWT revocations", "err", err)
+			}
 		}
 	}
 }

@@ -419,6 +419,13 @@ func (s *Service) RegenerateToken(ctx context.Context, p Principal, id string) (
 		if p.Method == "token" && t.Write && !p.TokenWrite {
 			return &Error{Kind: KindForbidden, Code: "insufficient_scope", Message: "a read-only token cannot regenerate a write token"}
 		}
+		// A new value is a new credential: a token may not mint one that outlives itself.
+		if p.Method == "token" && p.TokenID != "" && p.TokenID != t.ID {
+			if parent, err := tx.GetToken(p.TokenID); err == nil && parent.ExpiresAt != nil &&
+				(t.ExpiresAt == nil || t.ExpiresAt.After(*parent.ExpiresAt)) {
+				return &Error{Kind: KindForbidden, Code: "insufficient_scope", Message: "a token cannot regenerate a token that outlives itself"}
+			}
+		}
 		t.Hash, t.Hint, t.UpdatedAt = s.hashToken(value), "…"+value[len(value)-4:], s.Now()
 		if err := tx.PutToken(t); err != nil {
 			return err

@@ -45,6 +45,18 @@ func str(dst func(*Config) *string) func(*Config, string) error {
 	return func(c *Config, v string) error { *dst(c) = v; return nil }
 }
 
+// nonEmpty is str for keys whose empty value would silently mean something else (an empty
+// DATA_DIR fails later with a message that does not name the key).
+func nonEmpty(dst func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		if strings.TrimSpace(v) == "" {
+			return fmt.Errorf("must not be empty")
+		}
+		*dst(c) = v
+		return nil
+	}
+}
+
 func intIn(lo, hi int, dst func(*Config) *int) func(*Config, string) error {
 	return func(c *Config, v string) error {
 		n, err := strconv.Atoi(v)
@@ -100,6 +112,9 @@ func Keys() []Key {
 			if v != "" && len(v) < 8 {
 				return fmt.Errorf("must be at least 8 characters")
 			}
+			if len(v) > 72 { // bcrypt's limit; the service would refuse it without naming the key
+				return fmt.Errorf("must be at most 72 bytes")
+			}
 			c.AdminPassword = v
 			return nil
 		}},
@@ -110,7 +125,7 @@ func Keys() []Key {
 			c.JWTSecret = v
 			return nil
 		}},
-		{"DATA_DIR", "./data", "Directory of the database and generated secrets; created 0700.", str(func(c *Config) *string { return &c.DataDir })},
+		{"DATA_DIR", "./data", "Directory of the database and generated secrets; created 0700.", nonEmpty(func(c *Config) *string { return &c.DataDir })},
 		{"HTTP_ADDR", ":8080", "Listen address of the REST API.", addr(false, func(c *Config) *string { return &c.HTTPAddr })},
 		{"SSH_ADDR", ":22", "Listen address of the SSH TUI door.", addr(true, func(c *Config) *string { return &c.SSHAddr })},
 		{"SSH_PROXY_PORT", "2222", "Port of the SSH gateway into containers (also shown in access commands).", intIn(1, 65535, func(c *Config) *int { return &c.SSHProxyPort })},
@@ -118,8 +133,8 @@ func Keys() []Key {
 		{"LOG_LEVEL", "info", "Log level: debug, info, warn or error.", oneOf([]string{"debug", "info", "warn", "error"}, func(c *Config) *string { return &c.LogLevel })},
 		{"RATE_LIMIT_PER_MINUTE", "120", "Requests per minute per client IP on the API (token bucket); 0 disables.", intIn(0, 10000000, func(c *Config) *int { return &c.RateLimitPerMinute })},
 		{"BCRYPT_COST", "10", "bcrypt cost of stored passwords.", intIn(4, 15, func(c *Config) *int { return &c.BcryptCost })},
-		{"MANAGED_IMAGE", "cloud-cli-proxy/managed:latest", "Docker image of new hosts.", str(func(c *Config) *string { return &c.ManagedImage })},
-		{"PUBLIC_HOST", "localhost", "Host name users connect to, used in access commands and handoffs.", str(func(c *Config) *string { return &c.PublicHost })},
+		{"MANAGED_IMAGE", "cloud-cli-proxy/managed:latest", "Docker image of new hosts.", nonEmpty(func(c *Config) *string { return &c.ManagedImage })},
+		{"PUBLIC_HOST", "localhost", "Host name users connect to, used in access commands and handoffs.", nonEmpty(func(c *Config) *string { return &c.PublicHost })},
 		{"UNBOUND_HOST_NETWORK", "none", "Network of hosts without an egress binding: none (loopback only) or bridge.", oneOf([]string{"none", "bridge"}, func(c *Config) *string { return &c.UnboundHostNetwork })},
 		{"JWT_TTL", "12h", "Lifetime of a login JWT.", func(c *Config, v string) error {
 			d, err := time.ParseDuration(v)
@@ -210,16 +225,41 @@ func readEnvFile(path string) (map[string]string, error) {
 		if t == "" || strings.HasPrefix(t, "#") {
 			continue
 		}
-		t = strings.TrimPrefix(t, "export ")
+		if rest, ok := strings.CutPrefix(t, "export"); ok && rest != "" && (rest[0] == ' ' || rest[0] == '\t') {
+			t = strings.TrimSpace(rest)
+		}
 		name, v, ok := strings.Cut(t, "=")
-		if !ok {
+		name = strings.TrimSpace(name)
+		if !ok || !validEnvName(name) {
 			return nil, fmt.Errorf("config ENV_FILE %s:%d: expected KEY=VALUE", path, line)
 		}
 		v = strings.TrimSpace(v)
-		if len(v) >= 2 && (v[0] == '"' && v[len(v)-1] == '"' || v[0] == '\'' && v[len(v)-1] == '\'') {
+		if v != "" && (v[0] == '"' || v[0] == '\'') {
+			if len(v) < 2 || v[len(v)-1] != v[0] {
+				return nil, fmt.Errorf("config ENV_FILE %s:%d: unterminated quote in the value of %s", path, line, name)
+			}
 			v = v[1 : len(v)-1]
 		}
-		out[strings.TrimSpace(name)] = v
+		out[name] = v
 	}
-	return out, sc.Err()
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("config ENV_FILE %s:%d: %w", path, line+1, err)
+	}
+	return out, nil
+}
+
+// validEnvName accepts shell variable names: a letter or '_' then letters, digits or '_'.
+func validEnvName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, r := range s {
+		switch {
+		case r == '_', r >= 'A' && r <= 'Z', r >= 'a' && r <= 'z':
+		case r >= '0' && r <= '9' && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -39,6 +40,9 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	default:
 		err = fmt.Errorf("unknown command %q (serve, backup, config)", args[0])
 	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0 // the flag package already printed the usage
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "cloud-cli-proxy:", err)
 		return 1
@@ -68,41 +72,68 @@ func newLogger(c Config, w io.Writer) *slog.Logger {
 }
 
 // loadSecret returns the configured secret, or the one kept in the data dir, generating and
-// saving it (0600) on first use.
+// saving it (0600) on first use. The file appears atomically and complete (written to a
+// temporary file, fsynced, then hard-linked into place), so a crash mid-write cannot leave an
+// empty or short secret that would stop every later start; if another process created it
+// first, that one is used.
 func loadSecret(dir, name, configured string) ([]byte, error) {
 	if configured != "" {
 		return []byte(configured), nil
 	}
 	path := filepath.Join(dir, name)
-	b, err := os.ReadFile(path)
-	if err == nil {
-		s := strings.TrimSpace(string(b))
-		if len(s) < 32 {
-			return nil, fmt.Errorf("%s holds a secret shorter than 32 characters", path)
-		}
-		return []byte(s), nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return nil, err
+	if s, err := readSecret(path); !errors.Is(err, os.ErrNotExist) {
+		return s, err
 	}
 	raw := make([]byte, 48)
 	if _, err := rand.Read(raw); err != nil {
 		return nil, err
 	}
 	s := base64.RawURLEncoding.EncodeToString(raw)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
 	if err != nil {
 		return nil, err
 	}
-	if _, err := f.WriteString(s + "\n"); err != nil {
-		f.Close()
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	err = f.Chmod(0o600)
+	if err == nil {
+		_, err = f.WriteString(s + "\n")
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return nil, err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
+	// Link, unlike rename, fails when path exists: a concurrent first start keeps its secret.
+	if err := os.Link(tmp, path); errors.Is(err, os.ErrExist) {
+		return readSecret(path)
+	} else if err != nil {
+		// A file system without hard links: rename is atomic too, only not exclusive.
+		if err := os.Rename(tmp, path); err != nil {
+			return nil, err
+		}
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync() // make the new name durable; best effort
+		_ = d.Close()
+	}
+	return []byte(s), nil
+}
+
+func readSecret(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
 		return nil, err
 	}
-	return []byte(s), f.Close()
+	s := strings.TrimSpace(string(b))
+	if len(s) < 32 {
+		return nil, fmt.Errorf("%s holds a secret shorter than 32 characters", path)
+	}
+	return []byte(s), nil
 }
 
 // Ready is told the bound addresses once the server accepts connections (tests use it).
@@ -110,7 +141,7 @@ type Ready func(httpAddr string)
 
 // Serve runs the server until ctx ends (SIGTERM/SIGINT in main), then drains requests, stops
 // the workers and closes the database.
-func Serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, ready Ready) error {
+func Serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, ready Ready) (err error) {
 	c, err := LoadConfig(args, getenv, stderr)
 	if err != nil {
 		return err
@@ -131,12 +162,27 @@ func Serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	defer func() {
+		if cerr := db.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("closing the database: %w", cerr)
+		}
+	}()
 
 	rt, err := runtime.NewDocker(ctx, runtime.Config{})
 	if err != nil {
 		return fmt.Errorf("config RUNTIME=docker: %w", err)
 	}
+	defer rt.Close()
+	// One cheap engine call (a container list filtered on a host id that matches nothing)
+	// before the workers start. It reports an unreachable engine up front, and it settles the
+	// Docker client's API-version negotiation while nothing else uses the client: the client
+	// negotiates on first use without synchronising that with concurrent first requests (a
+	// data race between the reconciler's List and the event stream's subscription).
+	warmCtx, cancelWarm := context.WithTimeout(ctx, 5*time.Second)
+	if _, err := rt.Inspect(warmCtx, "start-up-probe"); err != nil {
+		log.Warn("container engine not reachable; hosts cannot change state until it is", "err", err)
+	}
+	cancelWarm()
 	svc, err := app.New(app.Config{
 		JWTSecret: jwtSecret, JWTTTL: c.JWTTTL, BcryptCost: c.BcryptCost, ManagedImage: c.ManagedImage,
 		PublicHost: c.PublicHost, SSHProxyPort: c.SSHProxyPort, UnboundNetwork: c.UnboundHostNetwork,
@@ -145,6 +191,13 @@ func Serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
+	// Bind before creating anything: a busy port must not create the administrator (and show
+	// its password) or start workers only to fail.
+	ln, err := net.Listen("tcp", c.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("config HTTP_ADDR=%q: %w", c.HTTPAddr, err)
+	}
+	defer ln.Close() // no-op once srv.Serve owns it
 	pw, err := svc.EnsureAdmin(ctx, c.AdminUsername, c.AdminPassword)
 	if err != nil {
 		return fmt.Errorf("creating the administrator: %w", err)
@@ -162,10 +215,6 @@ func Serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	rest := api.New(svc, api.Config{RateLimitPerMinute: c.RateLimitPerMinute}, log)
 	go rest.Sweep(workCtx)
 
-	ln, err := net.Listen("tcp", c.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("config HTTP_ADDR=%q: %w", c.HTTPAddr, err)
-	}
 	srv := &http.Server{Handler: rest.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	log.Info("serving", "http", ln.Addr().String(), "data_dir", c.DataDir)
@@ -174,21 +223,23 @@ func Serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	var serveErr error
 	select {
-	case err := <-errc:
-		return err
+	case serveErr = <-errc:
+		log.Error("http server stopped", "err", serveErr)
 	case <-ctx.Done():
+		log.Info("shutting down: draining requests")
 	}
-	log.Info("shutting down: draining requests")
 	shutCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutCtx); err != nil {
-		log.Warn("shutdown", "err", err)
+		log.Warn("shutdown: requests still running after 20s; closing their connections", "err", err)
+		_ = srv.Close()
 	}
 	stopWork()
 	waitWorkers()
 	log.Info("stopped; closing the database")
-	return nil
+	return serveErr
 }
 
 // Backup copies the database of a stopped server to --out (a running server holds the lock).
