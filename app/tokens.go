@@ -231,6 +231,10 @@ func (s *Service) CreateToken(ctx context.Context, p Principal, in TokenInput) (
 	}
 	if !set {
 		t := s.Now().Truncate(24*time.Hour).AddDate(0, 0, 30)
+		if max := s.cfg.TokenMaxLifetime; max > 0 && t.After(s.Now().Add(max)) {
+			// The default never exceeds the operator's maximum lifetime.
+			t = s.Now().Add(max).Truncate(24 * time.Hour)
+		}
 		at = &t
 	}
 	if err := s.checkLifetime(p, at); err != nil {
