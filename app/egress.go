@@ -372,6 +372,12 @@ func ValidateProxyConfig(raw json.RawMessage) (json.RawMessage, error) {
 	return buf.Bytes(), nil
 }
 
+// secretProxyKey reports whether a proxy_config key holds a secret. Keys match in any case,
+// as they do when the config is decoded ("Password" is the password too).
+func secretProxyKey(k string) bool {
+	return strings.EqualFold(k, "password") || strings.EqualFold(k, "uuid")
+}
+
 // maskedProxyConfig hides passwords and uuids.
 func maskedProxyConfig(raw json.RawMessage) json.RawMessage {
 	if len(raw) == 0 {
@@ -381,12 +387,43 @@ func maskedProxyConfig(raw json.RawMessage) json.RawMessage {
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return nil
 	}
-	for _, k := range []string{"password", "uuid"} {
-		if v, ok := m[k].(string); ok && v != "" {
+	for k, v := range m {
+		if s, ok := v.(string); ok && s != "" && secretProxyKey(k) {
 			m[k] = mask
 		}
 	}
 	out, _ := json.Marshal(m)
+	return out
+}
+
+// unmaskProxyConfig puts the stored secret back where an update sends the mask a view showed,
+// so a config that is read, edited and written back keeps its password and uuid.
+func unmaskProxyConfig(in, stored json.RawMessage) json.RawMessage {
+	var m, old map[string]json.RawMessage
+	if json.Unmarshal(in, &m) != nil || m == nil {
+		return in
+	}
+	_ = json.Unmarshal(stored, &old)
+	changed := false
+	for k, v := range m {
+		var s string
+		if !secretProxyKey(k) || json.Unmarshal(v, &s) != nil || s != mask {
+			continue
+		}
+		changed = true
+		if ov, ok := old[k]; ok {
+			m[k] = ov
+		} else {
+			delete(m, k)
+		}
+	}
+	if !changed {
+		return in
+	}
+	out, err := json.Marshal(m)
+	if err != nil {
+		return in
+	}
 	return out
 }
 
@@ -500,6 +537,10 @@ func (s *Service) UpdateEgress(ctx context.Context, p Principal, id string, in E
 			if *f != nil && **f == mask {
 				*f = nil
 			}
+		}
+		if in.ProxyConfig != nil {
+			pc := unmaskProxyConfig(*in.ProxyConfig, e.ProxyConfig)
+			in.ProxyConfig = &pc
 		}
 		in.apply(&e)
 		if in.TunnelType != nil && *in.TunnelType == TunnelProxy {
