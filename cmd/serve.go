@@ -35,10 +35,12 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		err = Backup(args[1:], getenv, stdout, stderr)
 	case "config":
 		printConfigTable(stdout)
+	case "check-service":
+		err = CheckService(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, "usage: cloud-cli-proxy [serve|backup|config] [flags]\n  serve   run the server (default)\n  backup  copy the database of a stopped server to --out\n  config  print the configuration keys")
+		fmt.Fprintln(stdout, "usage: cloud-cli-proxy [serve|backup|config|check-service] [flags]\n  serve          run the server (default)\n  backup         copy the database of a stopped server to --out\n  config         print the configuration keys\n  check-service  run the egress check service (what-is-my-IP + logging DNS zone)")
 	default:
-		err = fmt.Errorf("unknown command %q (serve, backup, config)", args[0])
+		err = fmt.Errorf("unknown command %q (serve, backup, config, check-service)", args[0])
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return 0 // the flag package already printed the usage

@@ -1,0 +1,362 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
+	"github.com/miekg/dns"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// waitExit polls the check service from inside the container until it answers.
+func waitExit(t *testing.T, c *container, within time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var last error
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		got, err := c.httpGet(ctx, "http://"+labInetIP+"/")
+		cancel()
+		if err == nil {
+			return got
+		}
+		last = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("container never reached the check service through the tunnel: %v", last)
+	return ""
+}
+
+// assertOnlyTunnelRoutes checks that every route of the container leads into the tunnel,
+// to loopback, or nowhere (unreachable), and that IPv6 has no way around the tunnel.
+func assertOnlyTunnelRoutes(t *testing.T, c *container, wantV6InTunnel bool) {
+	t.Helper()
+	rs, ls := c.routes(t)
+	names := map[int]string{}
+	wg := 0
+	for _, l := range ls {
+		names[l.Attrs().Index] = l.Attrs().Name
+		if l.Attrs().Name == InterfaceName {
+			wg = l.Attrs().Index
+		} else if l.Attrs().Flags&net.FlagLoopback == 0 {
+			t.Errorf("container has interface %s besides lo and %s", l.Attrs().Name, InterfaceName)
+		}
+	}
+	if wg == 0 {
+		t.Fatalf("container has no %s", InterfaceName)
+	}
+	var def4, def6 *netlink.Route
+	for i, r := range rs {
+		name := names[r.LinkIndex]
+		switch {
+		case r.LinkIndex == wg, name == "lo":
+		case r.LinkIndex == 0 && r.Type == unix.RTN_UNREACHABLE:
+		default:
+			t.Errorf("route %s (type %d, dev %q) does not go into the tunnel", r, r.Type, name)
+		}
+		if r.Dst != nil && r.Table == unix.RT_TABLE_MAIN {
+			if ones, _ := r.Dst.Mask.Size(); ones == 0 {
+				if r.Dst.IP.To4() != nil {
+					def4 = &rs[i]
+				} else {
+					def6 = &rs[i]
+				}
+			}
+		}
+	}
+	if def4 == nil || def4.LinkIndex != wg {
+		t.Errorf("IPv4 default route is not via %s: %v", InterfaceName, def4)
+	}
+	switch {
+	case def6 == nil && c.v6Disabled(t) && !wantV6InTunnel:
+		// IPv6 is off in the container (Docker does that): nothing to route.
+	case def6 == nil:
+		t.Errorf("no IPv6 default route: want %s", map[bool]string{true: "into the tunnel", false: "unreachable"}[wantV6InTunnel])
+	case wantV6InTunnel && def6.LinkIndex != wg:
+		t.Errorf("IPv6 default route is not via %s: %v", InterfaceName, def6)
+	case !wantV6InTunnel && def6.Type != unix.RTN_UNREACHABLE:
+		t.Errorf("IPv6 default route is not unreachable: %v", def6)
+	}
+}
+
+// assertNoConnectivity checks the container reaches nothing: the dial fails, and within
+// a deadline (a dead tunnel swallows packets; a missing one rejects them at once).
+func assertNoConnectivity(t *testing.T, c *container, wantUnreachable bool) {
+	t.Helper()
+	for _, addr := range []string{labInetIP + ":80", "[2001:db8::1]:80"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		conn, err := c.dial(ctx, "tcp", addr)
+		cancel()
+		if err == nil {
+			conn.Close()
+			t.Fatalf("container connected to %s without a working tunnel", addr)
+		}
+		v6 := strings.HasPrefix(addr, "[")
+		if v6 && c.v6Disabled(t) && errors.Is(err, syscall.EADDRNOTAVAIL) {
+			continue // IPv6 is off in the container
+		}
+		if (wantUnreachable || v6) && !unreachable(err) {
+			t.Errorf("dial %s: want network unreachable, got %v", addr, err)
+		}
+	}
+}
+
+// unreachable reports an immediate routing refusal (no route, or an unreachable route).
+func unreachable(err error) bool {
+	return errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTUNREACH)
+}
+
+func checkContainerDNS(t *testing.T, l *lab, c *container) {
+	t.Helper()
+	server := c.resolver(t)
+	if server != labInetIP {
+		t.Fatalf("container resolver = %s, want wg_dns_server %s", server, labInetIP)
+	}
+	name := "ctr-" + randHex(6) + "." + labZone
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := c.lookupA(ctx, server, name)
+	if err != nil {
+		t.Fatalf("container DNS: %v", err)
+	}
+	if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+		t.Fatalf("container DNS answer: %v", r)
+	}
+	if got := l.svc.Resolvers(name); len(got) != 1 || got[0] != labExitIP {
+		t.Fatalf("check service saw %s asked by %v, want only %s (through the tunnel)", name, got, labExitIP)
+	}
+}
+
+func TestAttachNetnsContainer(t *testing.T) {
+	l := newLab(t)
+	m := l.manager(t)
+	c := newNetnsContainer(t)
+	ctx := context.Background()
+	e := l.egress(labPeerAddr)
+	if err := m.Attach(ctx, "h1", c.pid, e); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("exits as the egress IP", func(t *testing.T) {
+		if got := waitExit(t, c, 15*time.Second); got != labExitIP {
+			t.Fatalf("container exits as %q, want %s", got, labExitIP)
+		}
+		st := m.Status("h1")
+		if !st.Attached || st.EgressID != e.ID || st.LastHandshake.IsZero() || st.RxBytes == 0 {
+			t.Fatalf("status %+v", st)
+		}
+	})
+	t.Run("DNS goes through the tunnel", func(t *testing.T) { checkContainerDNS(t, l, c) })
+	t.Run("only tunnel routes; IPv6 cannot go around", func(t *testing.T) {
+		assertOnlyTunnelRoutes(t, c, false)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if conn, err := c.dial(ctx, "tcp6", "[2001:db8::1]:80"); err == nil {
+			conn.Close()
+			t.Fatal("IPv6 connected around the tunnel")
+		} else if !unreachable(err) && !(c.v6Disabled(t) && errors.Is(err, syscall.EADDRNOTAVAIL)) {
+			t.Fatalf("IPv6 dial: want network unreachable, got %v", err)
+		}
+	})
+	t.Run("attach again is a no-op", func(t *testing.T) {
+		before := m.Status("h1").AttachedAt
+		if err := m.Attach(ctx, "h1", c.pid, e); err != nil {
+			t.Fatal(err)
+		}
+		if after := m.Status("h1").AttachedAt; !after.Equal(before) {
+			t.Fatal("re-attaching the same egress rebuilt the tunnel")
+		}
+	})
+	t.Run("detach leaves nothing", func(t *testing.T) {
+		if err := m.Detach(ctx, "h1"); err != nil {
+			t.Fatal(err)
+		}
+		if m.Status("h1").Attached {
+			t.Fatal("still attached")
+		}
+		rs, ls := c.routes(t)
+		for _, lk := range ls {
+			if lk.Attrs().Flags&net.FlagLoopback == 0 {
+				t.Errorf("interface %s left after detach", lk.Attrs().Name)
+			}
+		}
+		for _, r := range rs {
+			if r.LinkIndex != 0 && r.LinkIndex != ls[0].Attrs().Index {
+				t.Errorf("route %s left after detach", r)
+			}
+		}
+		assertNoConnectivity(t, c, true)
+		if err := m.Detach(ctx, "h1"); err != nil {
+			t.Fatalf("second detach: %v", err)
+		}
+	})
+	t.Run("re-attach, then a dead provider means no traffic", func(t *testing.T) {
+		if err := m.Attach(ctx, "h1", c.pid, e); err != nil {
+			t.Fatal(err)
+		}
+		if got := waitExit(t, c, 15*time.Second); got != labExitIP {
+			t.Fatalf("container exits as %q", got)
+		}
+		l.provDev.Close()
+		assertNoConnectivity(t, c, false)
+		assertOnlyTunnelRoutes(t, c, false)
+	})
+}
+
+func TestAttachDockerContainer(t *testing.T) {
+	requireLab(t)
+	c := newDockerContainer(t)
+	l := newLab(t)
+	m := l.manager(t)
+	ctx := context.Background()
+	if err := m.Attach(ctx, "hd", c.pid, l.egress(labPeerAddr)); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitExit(t, c, 15*time.Second); got != labExitIP {
+		t.Fatalf("container exits as %q, want %s", got, labExitIP)
+	}
+	checkContainerDNS(t, l, c)
+	assertOnlyTunnelRoutes(t, c, false)
+	if err := m.Detach(ctx, "hd"); err != nil {
+		t.Fatal(err)
+	}
+	assertNoConnectivity(t, c, true)
+}
+
+func TestAttachIPv6IntoTunnel(t *testing.T) {
+	l := newLab(t)
+	m := l.manager(t)
+	c := newNetnsContainer(t)
+	// A listener at the provider's tunnel address, reachable only through the tunnel.
+	var ln net.Listener
+	if err := inNetns(l.provNS, func() error {
+		var err error
+		ln, err = net.Listen("tcp6", "[fd00:66::1]:8080")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conn.Write([]byte(conn.RemoteAddr().String()))
+			conn.Close()
+		}
+	}()
+	if err := m.Attach(context.Background(), "h6", c.pid, l.egress(labPeerAddr+", fd00:66::2/128")); err != nil {
+		t.Fatal(err)
+	}
+	assertOnlyTunnelRoutes(t, c, true)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		conn, err := c.dial(ctx, "tcp6", "[fd00:66::1]:8080")
+		cancel()
+		if err == nil {
+			conn.SetDeadline(time.Now().Add(3 * time.Second))
+			b := make([]byte, 100)
+			n, _ := conn.Read(b)
+			conn.Close()
+			if ap, err := netip.ParseAddrPort(string(b[:n])); err != nil || ap.Addr() != netip.MustParseAddr("fd00:66::2") {
+				t.Fatalf("provider saw %q, want fd00:66::2", b[:n])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("IPv6 through the tunnel: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestAttachRefusesUnsafeTargets(t *testing.T) {
+	requireLab(t)
+	m := NewManager(Config{})
+	defer m.Close()
+	e := app.EgressIP{ID: "x", IPAddress: labExitIP, TunnelType: app.TunnelWireGuard, WGEndpoint: "10.255.255.1:51820",
+		WGPublicKey: newKey(t).pub, WGPrivateKey: newKey(t).priv, WGPeerAddress: labPeerAddr, WGDNSServer: labInetIP}
+	if err := m.Attach(context.Background(), "self", os.Getpid(), e); err == nil || !strings.Contains(err.Error(), "server's own network namespace") {
+		t.Fatalf("attach to the server's namespace: %v", err)
+	}
+	c := newNetnsContainer(t)
+	sh(t, "ip", "-n", c.name, "link", "add", "extra0", "type", "veth", "peer", "name", "extra1")
+	err := m.Attach(context.Background(), "extra", c.pid, e)
+	if err == nil || !strings.Contains(err.Error(), `interface "extra`) {
+		t.Fatalf("attach to a namespace with another interface: %v", err)
+	}
+	_, ls := c.routes(t)
+	for _, lk := range ls {
+		if lk.Attrs().Name == InterfaceName {
+			t.Fatalf("%s left behind after a refused attach", InterfaceName)
+		}
+	}
+	if m.Status("extra").Attached {
+		t.Fatal("refused attach is attached")
+	}
+}
+
+func TestManagerTest(t *testing.T) {
+	l := newLab(t)
+	m := l.manager(t)
+	ctx := context.Background()
+
+	t.Run("right declared IP passes all checks", func(t *testing.T) {
+		res, err := m.Test(ctx, l.egress(labPeerAddr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.OK || len(res.Checks) != 3 {
+			t.Fatalf("result %+v", res)
+		}
+		for i, want := range []string{CheckConnectivity, CheckExitIP, CheckDNSLeak} {
+			if res.Checks[i].Name != want || !res.Checks[i].OK || res.Checks[i].Reason == "" {
+				t.Errorf("check %d: %+v", i, res.Checks[i])
+			}
+		}
+		if res.DurationMS > TestTimeout.Milliseconds() {
+			t.Errorf("took %d ms", res.DurationMS)
+		}
+	})
+	t.Run("wrong declared IP fails exit_ip", func(t *testing.T) {
+		e := l.egress(labPeerAddr)
+		e.IPAddress = "203.0.113.99"
+		res, err := m.Test(ctx, e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.OK {
+			t.Fatalf("passed with a wrong declared IP: %+v", res)
+		}
+		byName := map[string]app.EgressCheck{}
+		for _, c := range res.Checks {
+			byName[c.Name] = c
+		}
+		x := byName[CheckExitIP]
+		if x.OK || !strings.Contains(x.Reason, labExitIP) || !strings.Contains(x.Reason, "203.0.113.99") {
+			t.Fatalf("exit_ip check: %+v", x)
+		}
+		if !byName[CheckConnectivity].OK {
+			t.Errorf("connectivity: %+v", byName[CheckConnectivity])
+		}
+	})
+	t.Run("proxy type is not supported yet", func(t *testing.T) {
+		_, err := m.Test(ctx, app.EgressIP{TunnelType: app.TunnelProxy, IPAddress: labExitIP})
+		var ae *app.Error
+		if !errors.As(err, &ae) || ae.Code != "tunnel_type_unsupported" {
+			t.Fatalf("err = %v", err)
+		}
+	})
+}
