@@ -7,6 +7,22 @@ cd "$(dirname "$0")/.."
 
 export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH 2>/dev/null)/bin"
 
+# Debian packages the tests use: ip/nft for the egress lab, the OpenSSH client for the SSH
+# doors' end-to-end tests, debootstrap for the offline image.
+need=()
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = "0" ]; then
+    echo "== installing ${need[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+  else
+    echo "== missing ${need[*]} (not root: tests that need them will skip)"
+  fi
+fi
+
 if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
   echo "== building the offline test image (cached by content)"
   bash deploy/testimage/build.sh
