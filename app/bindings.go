@@ -43,6 +43,9 @@ func (s *Service) CreateBinding(ctx context.Context, p Principal, in BindingInpu
 		ev.Message = "egress " + e.Label + " " + e.IPAddress
 		return tx.AddEvent(&ev)
 	})
+	if err == nil {
+		s.applyBinding(ctx, p, b.HostID, true)
+	}
 	return b, err
 }
 
@@ -65,8 +68,10 @@ func (s *Service) DeleteBinding(ctx context.Context, p Principal, id string) err
 	if err := s.requireAdminWrite(ctx, p, "binding.delete"); err != nil {
 		return err
 	}
-	return s.store.Update(ctx, func(tx Tx) error {
+	var hostID string
+	err := s.store.Update(ctx, func(tx Tx) error {
 		b, err := tx.GetBinding(id)
+		hostID = b.HostID
 		if err != nil {
 			return err
 		}
@@ -80,4 +85,8 @@ func (s *Service) DeleteBinding(ctx context.Context, p Principal, id string) err
 		}
 		return tx.AddEvent(&ev)
 	})
+	if err == nil {
+		s.applyBinding(ctx, p, hostID, false)
+	}
+	return err
 }

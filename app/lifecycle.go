@@ -10,6 +10,7 @@ import (
 func (s *Service) execute(ctx context.Context, r *taskRun) error {
 	t := r.t
 	if t.Kind == TaskHostPurge {
+		_ = s.detachEgress(ctx, t.HostID)
 		return r.step(ctx, "remove container and home volume", func() error {
 			return s.runtime.Remove(ctx, t.HostID, false)
 		})
@@ -35,6 +36,7 @@ func (s *Service) execute(ctx context.Context, r *taskRun) error {
 	case TaskHostStart:
 		return s.startContainer(ctx, r, h)
 	case TaskHostStop:
+		_ = s.detachEgress(ctx, h.ID)
 		if err := r.step(ctx, "stop container", func() error {
 			err := s.runtime.Stop(ctx, h.ID, s.cfg.StopTimeout)
 			if isRuntimeCode(err, "container_missing") {
@@ -46,6 +48,7 @@ func (s *Service) execute(ctx context.Context, r *taskRun) error {
 		}
 		return s.setHostStatus(ctx, h.ID, HostStopped)
 	case TaskHostRebuild:
+		_ = s.detachEgress(ctx, h.ID)
 		if err := r.step(ctx, "remove old container (home kept)", func() error {
 			return s.runtime.Remove(ctx, h.ID, true)
 		}); err != nil {
@@ -79,6 +82,7 @@ func (s *Service) execute(ctx context.Context, r *taskRun) error {
 		if keep {
 			name = "remove container (home kept)"
 		}
+		_ = s.detachEgress(ctx, h.ID)
 		if err := r.step(ctx, name, func() error { return s.runtime.Remove(ctx, h.ID, keep) }); err != nil {
 			return err
 		}
@@ -149,6 +153,15 @@ func (s *Service) startContainer(ctx context.Context, r *taskRun, h Host) error 
 			return rd.WaitExecReady(ctx, h.ID)
 		}); err != nil {
 			return err
+		}
+	}
+	if _, ok := s.attacher(); ok {
+		if _, bound, err := s.boundEgress(ctx, h.ID); err != nil {
+			return err
+		} else if bound {
+			if err := r.step(ctx, "attach egress tunnel", func() error { return s.attachEgress(ctx, h.ID) }); err != nil {
+				return err
+			}
 		}
 	}
 	return s.setHostStatus(ctx, h.ID, HostRunning)

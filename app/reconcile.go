@@ -111,6 +111,13 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
 			if h.Status != HostRunning {
 				_ = s.setHostStatus(ctx, h.ID, HostRunning)
 			}
+			// Re-attach the egress after a container or server restart (a no-op when the
+			// same container already has it).
+			if err := s.attachEgress(ctx, h.ID); err != nil {
+				e := s.event(systemPrincipal(), "egress.attach", ResultFailure)
+				e.TargetType, e.TargetID, e.HostID, e.UserID, e.Message = "host", h.ID, h.ID, h.UserID, AsError(err).Message
+				s.record(ctx, e)
+			}
 		case h.DesiredState == HostStopped && (!ok || c.State != StateRunning):
 			if h.Status != HostStopped && h.Status != HostError {
 				_ = s.setHostStatus(ctx, h.ID, HostStopped)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -31,6 +32,9 @@ type Config struct {
 	JWTTTL               time.Duration
 	TokenMaxLifetimeDays int
 	Runtime              string
+	EgressCheckServerURL string
+	EgressCheckDNSZone   string
+	EgressCheckURL       string
 }
 
 // Key describes one configuration key; the README's table is generated from the same list.
@@ -98,6 +102,8 @@ func addr(allowEmpty bool, dst func(*Config) *string) func(*Config, string) erro
 	}
 }
 
+var dnsNameRE = regexp.MustCompile(`^([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)*[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.?$`)
+
 // Keys lists every configuration key.
 func Keys() []Key {
 	return []Key{
@@ -145,6 +151,27 @@ func Keys() []Key {
 			return nil
 		}},
 		{"TOKEN_MAX_LIFETIME_DAYS", "0", "Longest access-token lifetime in days; 0 allows tokens that never expire.", intIn(0, 3650, func(c *Config) *int { return &c.TokenMaxLifetimeDays })},
+		{"EGRESS_CHECK_SERVER_URL", "", "Base URL of the egress check service (`cloud-cli-proxy check-service`) that egress tests ask for the exit IP and DNS log; tests answer 503 until set.", func(c *Config, v string) error {
+			if v != "" && !strings.HasPrefix(v, "http://") && !strings.HasPrefix(v, "https://") {
+				return fmt.Errorf("must be an http:// or https:// URL")
+			}
+			c.EgressCheckServerURL = v
+			return nil
+		}},
+		{"EGRESS_CHECK_DNS_ZONE", "", "DNS zone the check service is authoritative for (DNS-leak check).", func(c *Config, v string) error {
+			if v != "" && !dnsNameRE.MatchString(v) {
+				return fmt.Errorf("must be a DNS name such as check.example.com")
+			}
+			c.EgressCheckDNSZone = v
+			return nil
+		}},
+		{"EGRESS_CHECK_URL", "", "URL fetched through a tunnel by the connectivity check; defaults to EGRESS_CHECK_SERVER_URL.", func(c *Config, v string) error {
+			if v != "" && !strings.HasPrefix(v, "http://") && !strings.HasPrefix(v, "https://") {
+				return fmt.Errorf("must be an http:// or https:// URL")
+			}
+			c.EgressCheckURL = v
+			return nil
+		}},
 		{"RUNTIME", "docker", "Container engine: docker (the engine found through DOCKER_HOST or its socket).", oneOf([]string{"docker"}, func(c *Config) *string { return &c.Runtime })},
 	}
 }

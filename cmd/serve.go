@@ -20,6 +20,7 @@ import (
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/runtime"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/storage"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/tunnel"
 )
 
 // Main runs the command line and returns the process exit code.
@@ -185,11 +186,14 @@ func Serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		log.Warn("container engine not reachable; hosts cannot change state until it is", "err", err)
 	}
 	cancelWarm()
+	tun := tunnel.NewManager(tunnel.Config{CheckServerURL: c.EgressCheckServerURL, CheckDNSZone: c.EgressCheckDNSZone,
+		CheckURL: c.EgressCheckURL, Logger: log})
+	defer tun.Close()
 	svc, err := app.New(app.Config{
 		JWTSecret: jwtSecret, JWTTTL: c.JWTTTL, BcryptCost: c.BcryptCost, ManagedImage: c.ManagedImage,
 		PublicHost: c.PublicHost, SSHProxyPort: c.SSHProxyPort, UnboundNetwork: c.UnboundHostNetwork,
 		TokenMaxLifetime: time.Duration(c.TokenMaxLifetimeDays) * 24 * time.Hour, TokenHashKey: tokenKey,
-	}, app.Deps{Store: db, Runtime: rt, Logger: log})
+	}, app.Deps{Store: db, Runtime: rt, Tunnel: tun, Logger: log})
 	if err != nil {
 		return err
 	}
