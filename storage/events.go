@@ -74,12 +74,13 @@ func (t *tx) QueryEvents(q app.EventQuery) (app.EventPage, error) {
 // user, else type, else the time-ordered primary bucket. Filters the chosen index does not
 // cover are checked on the decoded record. It stops after limit+1 matches.
 func (t *tx) queryEvents(q app.EventQuery) (app.EventPage, int, error) {
-	page := app.EventPage{Events: make([]app.Event, 0)}
 	limit := q.Limit
 	if limit <= 0 {
 		limit = DefaultEventLimit
 	}
 	limit = min(limit, MaxEventLimit)
+	// Sized for a default page up front: growing the slice copied every event several times.
+	page := app.EventPage{Events: make([]app.Event, 0, min(limit, 2*DefaultEventLimit))}
 
 	// Upper bound: inclusive Until (every sequence at that nanosecond) or exclusive cursor.
 	upper := bytes.Repeat([]byte{0xff}, eventKeyLen)

@@ -120,7 +120,7 @@ func getRecord[T any](b *bolt.Bucket, id, what string) (T, error) {
 	if raw == nil {
 		return v, notFound(what)
 	}
-	if err := json.Unmarshal(raw, &v); err != nil {
+	if err := decodeRecord(raw, &v); err != nil {
 		return v, fmt.Errorf("storage: decode %s %q: %w", what, id, err)
 	}
 	return v, nil
@@ -163,7 +163,7 @@ func listAll[T any](b *bolt.Bucket, what string) ([]T, error) {
 	out := make([]T, 0)
 	err := b.ForEach(func(k, v []byte) error {
 		var r T
-		if err := json.Unmarshal(v, &r); err != nil {
+		if err := decodeRecord(v, &r); err != nil {
 			return fmt.Errorf("storage: decode %s %q: %w", what, k, err)
 		}
 		out = append(out, r)
