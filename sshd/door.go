@@ -1,0 +1,573 @@
+package sshd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/lipgloss"
+	"github.com/charmbracelet/ssh"
+	bm "github.com/charmbracelet/wish/bubbletea"
+	"github.com/muesli/termenv"
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/tui"
+)
+
+// DoorConfig configures the TUI door.
+type DoorConfig struct {
+	// HostSigner is the server's host key (LoadOrCreateHostKey). Required.
+	HostSigner gossh.Signer
+	// Logger receives connection-level problems; nil discards them.
+	Logger *slog.Logger
+	// Connect, if set, is called in the same SSH session after a user pressed enter on one
+	// of their hosts and the TUI has exited: it should bridge the session into the host's
+	// shell (the gateway's bridge). The session's input continues where the TUI stopped
+	// reading. Connect owns the session until it returns and may end it with s.Exit (the
+	// shell's status); an error it returns is shown to the user with exit status 1. When
+	// Connect is nil the door prints the host's access command instead.
+	Connect func(s ssh.Session, p app.Principal, hostID string) error
+	// LoginGrace bounds the time from connecting to the first session (handshake and
+	// authentication included); zero means 2 minutes.
+	LoginGrace time.Duration
+	// IdleTimeout closes connections without traffic for this long; zero means never.
+	IdleTimeout time.Duration
+}
+
+// Door is the SSH server that runs the TUI (with a PTY) or a plain command (without one)
+// for admins, viewers and users, authenticated and authorized by app.Service.
+type Door struct {
+	svc *app.Service
+	cfg DoorConfig
+	log *slog.Logger
+	srv *ssh.Server
+
+	mu       sync.Mutex
+	closing  bool
+	active   sync.WaitGroup // sessions being handled
+	sessions map[ssh.Session]*doorSession
+	ptys     map[ssh.Session]ssh.Pty // the terminal each session asked for
+}
+
+// doorSession is the state of one TUI session.
+type doorSession struct {
+	p     app.Principal
+	in    *doorInput
+	model *tui.Model
+	prog  *tea.Program
+}
+
+// NewDoor builds the door; call Serve to accept connections.
+func NewDoor(svc *app.Service, cfg DoorConfig) (*Door, error) {
+	if svc == nil {
+		return nil, errors.New("sshd: door needs a service")
+	}
+	if cfg.HostSigner == nil {
+		return nil, errors.New("sshd: door needs a host key")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.LoginGrace <= 0 {
+		cfg.LoginGrace = 2 * time.Minute
+	}
+	d := &Door{svc: svc, cfg: cfg, log: cfg.Logger, sessions: map[ssh.Session]*doorSession{},
+		ptys: map[ssh.Session]ssh.Pty{}}
+	tuiHandler := bm.MiddlewareWithProgramHandler(d.program, termenv.Ascii)(d.afterTUI)
+	d.srv = &ssh.Server{
+		Version:     "cloud-cli-proxy",
+		HostSigners: []ssh.Signer{cfg.HostSigner},
+		IdleTimeout: cfg.IdleTimeout,
+		Handler: func(s ssh.Session) {
+			d.handle(s, tuiHandler)
+		},
+		PasswordHandler:            d.passwordAuth,
+		KeyboardInteractiveHandler: d.keyboardAuth,
+		PublicKeyHandler:           d.keyAuth,
+		ConnCallback:               d.connCallback,
+		PtyHandler:                 d.ptyHandler,
+		ConnectionFailedCallback: func(c net.Conn, err error) {
+			d.log.Debug("ssh door: connection failed", "remote", c.RemoteAddr().String(), "err", err)
+		},
+		// Only sessions: no port forwarding, no agent, no subsystems (sftp is the gateway's).
+		ChannelHandlers:   map[string]ssh.ChannelHandler{"session": ssh.DefaultSessionHandler},
+		SubsystemHandlers: map[string]ssh.SubsystemHandler{},
+		RequestHandlers:   map[string]ssh.RequestHandler{},
+	}
+	return d, nil
+}
+
+// Serve accepts connections on ln until Shutdown; it then returns nil.
+func (d *Door) Serve(ln net.Listener) error {
+	err := d.srv.Serve(ln)
+	if errors.Is(err, ssh.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting connections, ends every running TUI, waits until ctx ends for
+// the other sessions (commands, shells opened through Connect) to finish, then closes every
+// connection left.
+func (d *Door) Shutdown(ctx context.Context) error {
+	d.mu.Lock()
+	d.closing = true
+	var progs []*tea.Program
+	for _, ds := range d.sessions {
+		if ds.prog != nil {
+			progs = append(progs, ds.prog)
+		}
+	}
+	d.mu.Unlock()
+	for _, p := range progs {
+		go p.Quit() // blocks until the program reads it or has ended
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- d.srv.Shutdown(ctx) }()
+	idle := make(chan struct{})
+	go func() {
+		d.active.Wait()
+		close(idle)
+	}()
+	select {
+	case <-idle:
+	case <-ctx.Done():
+	}
+	_ = d.srv.Close() // connections without a session, or past the deadline
+	if err := <-errc; err != nil && ctx.Err() != nil {
+		return err
+	}
+	return nil
+}
+
+// ------------------------------------------------------------------ authentication
+
+type doorAuthKey struct{}
+type doorConnKey struct{}
+
+// doorAuth is what the auth callbacks of one connection learnt.
+type doorAuth struct {
+	mu       sync.Mutex
+	password *app.Principal
+	keys     map[string]app.Principal // by fingerprint of each key the service accepted
+}
+
+func doorAuthOf(ctx ssh.Context) *doorAuth {
+	ctx.Lock()
+	defer ctx.Unlock()
+	st, _ := ctx.Value(doorAuthKey{}).(*doorAuth)
+	if st == nil {
+		st = &doorAuth{keys: map[string]app.Principal{}}
+		ctx.SetValue(doorAuthKey{}, st)
+	}
+	return st
+}
+
+func doorRemoteIP(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	if host, _, err := net.SplitHostPort(a.String()); err == nil {
+		return host
+	}
+	return a.String()
+}
+
+// connCallback bounds the time to authenticate and open a session.
+func (d *Door) connCallback(ctx ssh.Context, c net.Conn) net.Conn {
+	d.mu.Lock()
+	closing := d.closing
+	d.mu.Unlock()
+	if closing {
+		return nil
+	}
+	gc := &doorGraceConn{Conn: c, until: time.Now().Add(d.cfg.LoginGrace)}
+	_ = gc.SetDeadline(time.Time{})
+	ctx.SetValue(doorConnKey{}, gc)
+	return gc
+}
+
+// doorGraceConn caps the connection's deadline at the end of the login grace until a
+// session starts (the ssh package resets deadlines on every read for its idle timeout).
+type doorGraceConn struct {
+	net.Conn
+	mu    sync.Mutex
+	until time.Time // zero once a session has started
+}
+
+func (c *doorGraceConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	u := c.until
+	c.mu.Unlock()
+	if !u.IsZero() && (t.IsZero() || t.After(u)) {
+		t = u
+	}
+	return c.Conn.SetDeadline(t)
+}
+
+// endGrace lifts the cap: the connection has a session.
+func (c *doorGraceConn) endGrace() {
+	c.mu.Lock()
+	c.until = time.Time{}
+	c.mu.Unlock()
+	_ = c.Conn.SetDeadline(time.Time{})
+}
+
+func (d *Door) passwordAuth(ctx ssh.Context, password string) bool {
+	p, err := d.svc.SSHPasswordLogin(ctx, doorRemoteIP(ctx.RemoteAddr()), ctx.User(), password, false)
+	if err != nil {
+		return false
+	}
+	st := doorAuthOf(ctx)
+	st.mu.Lock()
+	st.password = &p
+	st.mu.Unlock()
+	return true
+}
+
+func (d *Door) keyboardAuth(ctx ssh.Context, challenge gossh.KeyboardInteractiveChallenge) bool {
+	answers, err := challenge("", "", []string{"Password: "}, []bool{false})
+	if err != nil || len(answers) != 1 {
+		return false
+	}
+	return d.passwordAuth(ctx, answers[0])
+}
+
+// keyAuth is asked about every key a client offers, signed or not; the principal is kept
+// per key and the session uses the one of the key that actually signed.
+func (d *Door) keyAuth(ctx ssh.Context, key ssh.PublicKey) bool {
+	p, err := d.svc.SSHKeyLogin(ctx, doorRemoteIP(ctx.RemoteAddr()), ctx.User(), key)
+	if err != nil {
+		return false
+	}
+	st := doorAuthOf(ctx)
+	st.mu.Lock()
+	st.keys[gossh.FingerprintSHA256(key)] = p
+	st.mu.Unlock()
+	return true
+}
+
+var errDoorDenied = errors.New("access denied")
+
+// principal resolves the session's principal: the one of the key that signed (which must
+// still be one of the user's keys), else the password login's; then asks the service
+// whether the account may still log in (it may have been disabled since).
+func (d *Door) principal(s ssh.Session) (app.Principal, error) {
+	st := doorAuthOf(s.Context())
+	st.mu.Lock()
+	var p app.Principal
+	var fp string
+	ok := false
+	if pk := s.PublicKey(); pk != nil {
+		fp = gossh.FingerprintSHA256(pk)
+		p, ok = st.keys[fp]
+	} else if st.password != nil {
+		p, ok = *st.password, true
+	}
+	st.mu.Unlock()
+	if !ok {
+		return app.Principal{}, errDoorDenied
+	}
+	ctx := s.Context()
+	p, err := d.svc.SSHRecheck(ctx, p)
+	if err != nil {
+		return app.Principal{}, err
+	}
+	if fp != "" {
+		keys, err := d.svc.ListSSHKeys(ctx, p, p.UserID)
+		if err != nil {
+			return app.Principal{}, err
+		}
+		found := false
+		for _, k := range keys {
+			found = found || k.Fingerprint == fp
+		}
+		if !found {
+			return app.Principal{}, errDoorDenied
+		}
+	}
+	return p, nil
+}
+
+// ------------------------------------------------------------------ sessions
+
+// ptyHandler records the terminal a session asks for. The door neither allocates a PTY
+// nor emulates one: an emulated PTY rewrites every \n the session writes into \r\n, for
+// the whole connection, which would garble a shell that Connect bridges into the session.
+// The TUI writes \r\n itself; command mode converts its own output.
+func (d *Door) ptyHandler(_ ssh.Context, s ssh.Session, req ssh.Pty) (func() error, error) {
+	d.mu.Lock()
+	d.ptys[s] = req
+	d.mu.Unlock()
+	return func() error {
+		d.mu.Lock()
+		delete(d.ptys, s)
+		d.mu.Unlock()
+		return nil
+	}, nil
+}
+
+// doorPtySession is a session with the terminal it asked for: Pty reports it, with the
+// window changes, as an allocated or emulated PTY would.
+type doorPtySession struct {
+	ssh.Session
+	pty   ssh.Pty
+	winch <-chan ssh.Window
+}
+
+func (s *doorPtySession) Pty() (ssh.Pty, <-chan ssh.Window, bool) { return s.pty, s.winch, true }
+
+func (d *Door) handle(s ssh.Session, tuiHandler ssh.Handler) {
+	if c, ok := s.Context().Value(doorConnKey{}).(*doorGraceConn); ok {
+		c.endGrace() // authenticated and in session: the login grace is over
+	}
+	d.mu.Lock()
+	pty, hasPty := d.ptys[s]
+	closing := d.closing
+	if !closing {
+		d.active.Add(1)
+	}
+	d.mu.Unlock()
+	stdout, stderr := io.Writer(s), io.Writer(s.Stderr())
+	if hasPty {
+		// The client's terminal is raw: end lines with \r\n.
+		stdout, stderr = ssh.NewPtyWriter(stdout), ssh.NewPtyWriter(stderr)
+	}
+	if closing {
+		fmt.Fprintln(stderr, "the server is shutting down")
+		_ = s.Exit(1)
+		return
+	}
+	defer d.active.Done()
+
+	p, err := d.principal(s)
+	if err != nil {
+		d.log.Info("ssh door: session refused", "user", s.User(), "remote", s.RemoteAddr().String(), "err", err)
+		fmt.Fprintln(stderr, "access denied")
+		_ = s.Exit(1)
+		return
+	}
+	if cmd := s.Command(); len(cmd) > 0 || !hasPty {
+		_ = s.Exit(d.command(s.Context(), stdout, stderr, p, cmd))
+		return
+	}
+	_, winch, _ := s.Pty() // the window changes, reported even for a PTY that is not emulated
+	ps := &doorPtySession{Session: s, pty: pty, winch: winch}
+	d.mu.Lock()
+	d.sessions[ps] = &doorSession{p: p, in: newDoorInput(s)}
+	d.mu.Unlock()
+	tuiHandler(ps)
+}
+
+// program builds the TUI of a session (called by the wish bubbletea middleware, which
+// also forwards window changes and quits the program when the connection drops).
+func (d *Door) program(s ssh.Session) *tea.Program {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ds := d.sessions[s]
+	if ds == nil || d.closing {
+		return nil
+	}
+	pty, _, _ := s.Pty()
+	in := ds.in.reader()
+	ds.model = tui.NewModel(d.svc, ds.p, tui.Options{
+		Context:  s.Context(),
+		Renderer: doorRenderer(s, pty),
+		Width:    pty.Window.Width,
+		Height:   pty.Window.Height,
+		// Stop the program's reads at once, so no keystroke meant for what follows (the
+		// host's shell) is swallowed, and the program does not wait for its input.
+		OnQuit: in.detach,
+		// A session outlives its login: before each key the service says whether the
+		// account may still sign in, and with which role.
+		Recheck: d.svc.SSHRecheck,
+	})
+	ds.prog = tea.NewProgram(ds.model, tea.WithInput(in), tea.WithOutput(s), tea.WithAltScreen(),
+		tea.WithoutSignalHandler(), tea.WithEnvironment(s.Environ()))
+	return ds.prog
+}
+
+// doorRenderer styles a session's output by its terminal type, without querying the terminal.
+func doorRenderer(s ssh.Session, pty ssh.Pty) *lipgloss.Renderer {
+	r := lipgloss.NewRenderer(io.Discard)
+	profile := termenv.ANSI
+	term := pty.Term
+	colorterm := ""
+	for _, kv := range s.Environ() {
+		if v, ok := strings.CutPrefix(kv, "COLORTERM="); ok {
+			colorterm = v
+		}
+	}
+	switch {
+	case term == "" || term == "dumb":
+		profile = termenv.Ascii
+	case colorterm == "truecolor" || colorterm == "24bit":
+		profile = termenv.TrueColor
+	case strings.Contains(term, "256color"):
+		profile = termenv.ANSI256
+	}
+	r.SetColorProfile(profile)
+	r.SetHasDarkBackground(true)
+	return r
+}
+
+// afterTUI runs when the program has exited: it opens the host the user chose.
+func (d *Door) afterTUI(s ssh.Session) {
+	d.mu.Lock()
+	ds := d.sessions[s]
+	delete(d.sessions, s)
+	d.mu.Unlock()
+	if ds == nil || ds.model == nil {
+		return
+	}
+	ds.in.detachAll()
+	res := ds.model.Result()
+	if res.Ended != "" {
+		fmt.Fprintf(ssh.NewPtyWriter(s.Stderr()), "%s\n", res.Ended)
+		_ = s.Exit(1)
+		return
+	}
+	hostID := res.ConnectHostID
+	if hostID == "" || s.Context().Err() != nil {
+		return
+	}
+	if d.cfg.Connect != nil {
+		if err := d.cfg.Connect(&doorResumedSession{Session: s, in: ds.in.reader()}, ds.p, hostID); err != nil {
+			d.log.Warn("ssh door: connect failed", "user", ds.p.Username, "host", hostID, "err", err)
+			fmt.Fprintf(ssh.NewPtyWriter(s.Stderr()), "cannot connect: %s\n", doorErrorText(err))
+			_ = s.Exit(1)
+		}
+		return
+	}
+	h, err := d.svc.GetOwnHost(s.Context(), ds.p, hostID)
+	if err != nil {
+		fmt.Fprintf(ssh.NewPtyWriter(s.Stderr()), "cannot connect: %s\n", doorErrorText(err))
+		_ = s.Exit(1)
+		return
+	}
+	fmt.Fprintf(ssh.NewPtyWriter(s), "Open a shell on your host %s with:\n\n    %s\n\n", h.ShortID, h.AccessCommand)
+}
+
+func doorErrorText(err error) string {
+	if errors.Is(err, errDoorDenied) {
+		return err.Error()
+	}
+	return app.AsError(err).Message
+}
+
+// doorResumedSession is the session handed to Connect: reads continue from the door's input
+// buffer, so nothing typed after the TUI stopped reading is lost; Pty reports the client's
+// terminal and its window changes; writes go to the client unchanged.
+type doorResumedSession struct {
+	ssh.Session
+	in io.Reader
+}
+
+func (r *doorResumedSession) Read(p []byte) (int, error) { return r.in.Read(p) }
+
+// ------------------------------------------------------------------ input
+
+// doorInput reads a session's input in one goroutine and hands it to one reader at a
+// time. A detached reader returns io.EOF at once and never consumes input, so when the
+// TUI stops, what the user typed next goes to the host's shell.
+type doorInput struct {
+	src     io.Reader
+	mu      sync.Mutex
+	cond    *sync.Cond
+	buf     []byte
+	err     error
+	gen     int
+	started bool
+}
+
+const doorInputMax = 64 << 10
+
+func newDoorInput(src io.Reader) *doorInput {
+	in := &doorInput{src: src}
+	in.cond = sync.NewCond(&in.mu)
+	return in
+}
+
+func (in *doorInput) pump() {
+	b := make([]byte, 32<<10)
+	for {
+		n, err := in.src.Read(b)
+		in.mu.Lock()
+		in.buf = append(in.buf, b[:n]...)
+		if err != nil {
+			in.err = err
+		}
+		in.cond.Broadcast()
+		for in.err == nil && len(in.buf) >= doorInputMax {
+			in.cond.Wait()
+		}
+		in.mu.Unlock()
+		if err != nil {
+			return
+		}
+	}
+}
+
+// reader returns a new reader; earlier ones are detached.
+func (in *doorInput) reader() *doorInputReader {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.gen++
+	if !in.started {
+		in.started = true
+		go in.pump()
+	}
+	in.cond.Broadcast()
+	return &doorInputReader{in: in, gen: in.gen}
+}
+
+// detachAll detaches every reader handed out so far.
+func (in *doorInput) detachAll() {
+	in.mu.Lock()
+	in.gen++
+	in.cond.Broadcast()
+	in.mu.Unlock()
+}
+
+type doorInputReader struct {
+	in  *doorInput
+	gen int
+}
+
+// detach makes this reader return io.EOF from now on.
+func (r *doorInputReader) detach() {
+	in := r.in
+	in.mu.Lock()
+	if in.gen == r.gen {
+		in.gen++
+		in.cond.Broadcast()
+	}
+	in.mu.Unlock()
+}
+
+func (r *doorInputReader) Read(p []byte) (int, error) {
+	in := r.in
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for len(in.buf) == 0 && in.err == nil && r.gen == in.gen {
+		in.cond.Wait()
+	}
+	if r.gen != in.gen {
+		return 0, io.EOF
+	}
+	if len(in.buf) > 0 {
+		n := copy(p, in.buf)
+		in.buf = in.buf[n:]
+		in.cond.Broadcast()
+		return n, nil
+	}
+	return 0, in.err
+}
