@@ -22,6 +22,7 @@ type Config struct {
 	HTTPAddr             string
 	SSHAddr              string
 	SSHProxyPort         int
+	SSHProxyAddr         string
 	LogFormat            string
 	LogLevel             string
 	RateLimitPerMinute   int
@@ -133,8 +134,15 @@ func Keys() []Key {
 		}},
 		{"DATA_DIR", "./data", "Directory of the database and generated secrets; created 0700.", nonEmpty(func(c *Config) *string { return &c.DataDir })},
 		{"HTTP_ADDR", ":8080", "Listen address of the REST API.", addr(false, func(c *Config) *string { return &c.HTTPAddr })},
-		{"SSH_ADDR", ":22", "Listen address of the SSH TUI door.", addr(true, func(c *Config) *string { return &c.SSHAddr })},
+		{"SSH_ADDR", ":22", "Listen address of the SSH TUI door; empty disables it.", addr(true, func(c *Config) *string { return &c.SSHAddr })},
 		{"SSH_PROXY_PORT", "2222", "Port of the SSH gateway into containers (also shown in access commands).", intIn(1, 65535, func(c *Config) *int { return &c.SSHProxyPort })},
+		{"SSH_PROXY_ADDR", "", "Listen address of the SSH gateway; empty listens on all addresses at SSH_PROXY_PORT, off disables it.", func(c *Config, v string) error {
+			if v == "" || v == "off" {
+				c.SSHProxyAddr = v
+				return nil
+			}
+			return addr(false, func(c *Config) *string { return &c.SSHProxyAddr })(c, v)
+		}},
 		{"LOG_FORMAT", "text", "Log format: json or text.", oneOf([]string{"json", "text"}, func(c *Config) *string { return &c.LogFormat })},
 		{"LOG_LEVEL", "info", "Log level: debug, info, warn or error.", oneOf([]string{"debug", "info", "warn", "error"}, func(c *Config) *string { return &c.LogLevel })},
 		{"RATE_LIMIT_PER_MINUTE", "120", "Requests per minute per client IP on the API (token bucket); 0 disables.", intIn(0, 10000000, func(c *Config) *int { return &c.RateLimitPerMinute })},

@@ -180,6 +180,7 @@ var badValues = map[string][]string{
 	"JWT_TTL":                 {"1s", "59s", "721h", "soon", "12", ""},
 	"TOKEN_MAX_LIFETIME_DAYS": {"-1", "3651", "forever", ""},
 	"RUNTIME":                 {"podman", ""},
+	"SSH_PROXY_ADDR":          {"nonsense", "127.0.0.1:99999"},
 	"EGRESS_CHECK_SERVER_URL": {"check.example:80", "ftp://x"},
 	"EGRESS_CHECK_DNS_ZONE":   {"bad zone", "-x.example"},
 	"EGRESS_CHECK_URL":        {"example.com/ok"},

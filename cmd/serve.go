@@ -13,12 +13,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/api"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/runtime"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/sshd"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/storage"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/tunnel"
 )
@@ -204,6 +206,23 @@ func Serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return fmt.Errorf("config HTTP_ADDR=%q: %w", c.HTTPAddr, err)
 	}
 	defer ln.Close() // no-op once srv.Serve owns it
+	var doorLn, gwLn net.Listener
+	if c.SSHAddr != "" {
+		if doorLn, err = net.Listen("tcp", c.SSHAddr); err != nil {
+			return fmt.Errorf("config SSH_ADDR=%q: %w", c.SSHAddr, err)
+		}
+		defer doorLn.Close()
+	}
+	gwAddr := c.SSHProxyAddr
+	if gwAddr == "" {
+		gwAddr = ":" + strconv.Itoa(c.SSHProxyPort)
+	}
+	if gwAddr != "off" {
+		if gwLn, err = net.Listen("tcp", gwAddr); err != nil {
+			return fmt.Errorf("config SSH_PROXY_ADDR/SSH_PROXY_PORT=%q: %w", gwAddr, err)
+		}
+		defer gwLn.Close()
+	}
 	pw, err := svc.EnsureAdmin(ctx, c.AdminUsername, c.AdminPassword)
 	if err != nil {
 		return fmt.Errorf("creating the administrator: %w", err)
@@ -227,8 +246,38 @@ func Serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 3)
 	go func() { errc <- srv.Serve(ln) }()
+	var door *sshd.Door
+	var gw *sshd.Gateway
+	if doorLn != nil || gwLn != nil {
+		signer, _, err := sshd.LoadOrCreateHostKey(c.DataDir)
+		if err != nil {
+			return err
+		}
+		if gwLn != nil {
+			if gw, err = sshd.NewGateway(svc, sshd.GatewayConfig{HostSigner: signer, Logger: log}); err != nil {
+				return err
+			}
+			go func() {
+				if err := gw.Serve(gwLn); err != nil && !errors.Is(err, sshd.ErrGatewayClosed) {
+					errc <- fmt.Errorf("ssh gateway: %w", err)
+				}
+			}()
+			log.Info("serving", "ssh_gateway", gwLn.Addr().String())
+		}
+		if doorLn != nil {
+			if door, err = sshd.NewDoor(svc, sshd.DoorConfig{HostSigner: signer, Logger: log}); err != nil {
+				return err
+			}
+			go func() {
+				if err := door.Serve(doorLn); err != nil {
+					errc <- fmt.Errorf("ssh door: %w", err)
+				}
+			}()
+			log.Info("serving", "ssh_door", doorLn.Addr().String())
+		}
+	}
 	var serveErr error
 	select {
 	case serveErr = <-errc:
@@ -241,6 +290,12 @@ func Serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err := srv.Shutdown(shutCtx); err != nil {
 		log.Warn("shutdown: requests still running after 20s; closing their connections", "err", err)
 		_ = srv.Close()
+	}
+	if door != nil {
+		_ = door.Shutdown(shutCtx)
+	}
+	if gw != nil {
+		_ = gw.Shutdown(shutCtx)
 	}
 	stopWork()
 	waitWorkers()

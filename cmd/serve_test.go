@@ -193,7 +193,7 @@ func readFile(t *testing.T, path string) string {
 func TestServeFirstStartAndRestart(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "nested", "data")
-	env := map[string]string{"DATA_DIR": dir, "HTTP_ADDR": "127.0.0.1:0"}
+	env := map[string]string{"DATA_DIR": dir, "SSH_ADDR": "127.0.0.1:0", "SSH_PROXY_ADDR": "127.0.0.1:0", "HTTP_ADDR": "127.0.0.1:0"}
 
 	s1 := startServe(t, env)
 	if m := fileMode(t, dir); m != 0o700 {
@@ -250,7 +250,7 @@ func TestServeFirstStartAndRestart(t *testing.T) {
 	// Second start on the same dir. ADMIN_PASSWORD only applies to the first start. (The
 	// low BCRYPT_COST only speeds up start-up under -race, where cost 10 takes seconds; the
 	// stored hash keeps its cost.)
-	env2 := map[string]string{"DATA_DIR": dir, "HTTP_ADDR": "127.0.0.1:0", "ADMIN_PASSWORD": "a-different-password", "BCRYPT_COST": "4"}
+	env2 := map[string]string{"DATA_DIR": dir, "SSH_ADDR": "127.0.0.1:0", "SSH_PROXY_ADDR": "127.0.0.1:0", "HTTP_ADDR": "127.0.0.1:0", "ADMIN_PASSWORD": "a-different-password", "BCRYPT_COST": "4"}
 	s2 := startServe(t, env2)
 	if out := s2.stdout.String(); out != "" {
 		t.Errorf("second start printed to stdout:\n%s", out)
@@ -278,7 +278,7 @@ func TestServeConfiguredSecrets(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	env := map[string]string{
-		"DATA_DIR": dir, "HTTP_ADDR": "127.0.0.1:0", "BCRYPT_COST": "4",
+		"DATA_DIR": dir, "SSH_ADDR": "127.0.0.1:0", "SSH_PROXY_ADDR": "127.0.0.1:0", "HTTP_ADDR": "127.0.0.1:0", "BCRYPT_COST": "4",
 		"ADMIN_USERNAME": "root", "ADMIN_PASSWORD": "configured-password",
 		"ADMIN_JWT_SECRET": strings.Repeat("k", 40),
 	}
@@ -317,7 +317,7 @@ func TestServeDrainsOnCancel(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	s := startServe(t, map[string]string{
-		"DATA_DIR": dir, "HTTP_ADDR": "127.0.0.1:0", "BCRYPT_COST": "4", "ADMIN_PASSWORD": "drain-password",
+		"DATA_DIR": dir, "SSH_ADDR": "127.0.0.1:0", "SSH_PROXY_ADDR": "127.0.0.1:0", "HTTP_ADDR": "127.0.0.1:0", "BCRYPT_COST": "4", "ADMIN_PASSWORD": "drain-password",
 	})
 
 	// A login whose body is held back: with Expect: 100-continue the server answers
@@ -418,7 +418,7 @@ func TestServeDrainsOnCancel(t *testing.T) {
 func TestServeSecondInstanceIsLocked(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	env := map[string]string{"DATA_DIR": dir, "HTTP_ADDR": "127.0.0.1:0", "BCRYPT_COST": "4"}
+	env := map[string]string{"DATA_DIR": dir, "SSH_ADDR": "127.0.0.1:0", "SSH_PROXY_ADDR": "127.0.0.1:0", "HTTP_ADDR": "127.0.0.1:0", "BCRYPT_COST": "4"}
 	first := startServe(t, env)
 	pw := printedPassword.FindStringSubmatch(first.stdout.String())
 	if pw == nil {
@@ -454,7 +454,7 @@ func TestServeStartFailures(t *testing.T) {
 	t.Parallel()
 	t.Run("bad config touches nothing", func(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "data")
-		_, err := tryServe(t, map[string]string{"DATA_DIR": dir, "HTTP_ADDR": "127.0.0.1:0", "LOG_FORMAT": "xml"})
+		_, err := tryServe(t, map[string]string{"DATA_DIR": dir, "SSH_ADDR": "127.0.0.1:0", "SSH_PROXY_ADDR": "127.0.0.1:0", "HTTP_ADDR": "127.0.0.1:0", "LOG_FORMAT": "xml"})
 		if err == nil || !strings.Contains(err.Error(), "LOG_FORMAT") {
 			t.Fatalf("err %v, want one naming LOG_FORMAT", err)
 		}
@@ -469,7 +469,7 @@ func TestServeStartFailures(t *testing.T) {
 		}
 		defer busy.Close()
 		dir := t.TempDir()
-		env := map[string]string{"DATA_DIR": dir, "HTTP_ADDR": busy.Addr().String(), "BCRYPT_COST": "4"}
+		env := map[string]string{"DATA_DIR": dir, "SSH_ADDR": "127.0.0.1:0", "SSH_PROXY_ADDR": "127.0.0.1:0", "HTTP_ADDR": busy.Addr().String(), "BCRYPT_COST": "4"}
 		s, err := tryServe(t, env)
 		if err == nil || !strings.Contains(err.Error(), "HTTP_ADDR") {
 			t.Fatalf("err %v, want one naming HTTP_ADDR", err)

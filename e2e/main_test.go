@@ -131,7 +131,7 @@ func serverEnv(env map[string]string) []string {
 func start(t *testing.T, env map[string]string) *proc {
 	t.Helper()
 	addr := freeAddr(t)
-	full := map[string]string{"HTTP_ADDR": addr}
+	full := map[string]string{"HTTP_ADDR": addr, "SSH_ADDR": "127.0.0.1:0", "SSH_PROXY_ADDR": "127.0.0.1:0"}
 	for k, v := range env {
 		full[k] = v
 	}
