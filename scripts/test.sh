@@ -23,6 +23,18 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# --- SSH gateway (sshd/gateway_test.go, bench/ssh): the tests run the real OpenSSH `scp`
+# and `ssh` clients against the gateway; both come from openssh-client. ---
+if ! command -v scp >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing openssh-client (scp) for the SSH gateway tests"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-client
+  else
+    echo "== scp missing (not root): the gateway's scp test will skip (fail with CI=true)"
+  fi
+fi
+# --- end SSH gateway block ---
+
 if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
   echo "== building the offline test image (cached by content)"
   bash deploy/testimage/build.sh
