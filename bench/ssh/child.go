@@ -19,6 +19,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
@@ -156,11 +157,17 @@ func runChild() error {
 	if err := rest("POST", "/v1/admin/hosts", tok.Token, map[string]any{"user_id": u.ID, "memory_mb": 4096, "cpu": 2, "pids": 4096}, 201, &created); err != nil {
 		return err
 	}
-	defer func() {
-		rctx, rcancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer rcancel()
-		_ = rt.Remove(rctx, created.Host.ID, false)
-	}()
+	var removeOnce sync.Once
+	removeHost := func() {
+		removeOnce.Do(func() {
+			rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer rcancel()
+			if err := rt.Remove(rctx, created.Host.ID, false); err != nil {
+				fmt.Fprintln(os.Stderr, "bench child: removing the host:", err)
+			}
+		})
+	}
+	defer removeHost()
 	tctx, tcancel := context.WithTimeout(ctx, 3*time.Minute)
 	task, err := svc.WaitTask(tctx, created.Task.ID)
 	tcancel()
@@ -188,11 +195,10 @@ func runChild() error {
 		return err
 	}
 	go func() { _ = gw.Serve(ln) }()
-	defer func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer scancel()
-		_ = gw.Shutdown(sctx)
-	}()
+	// On the way out: remove the host first (it ends every process at once, sparing the
+	// gateway a hang-up per session), then drop the connections (defers run last first).
+	defer func() { _ = gw.Close() }()
+	defer removeHost()
 
 	info, _ := json.Marshal(childInfo{Addr: ln.Addr().String(), User: "bench", KeyFile: keyFile,
 		HostID: created.Host.ID, ContainerID: rh.ContainerID, Pid: os.Getpid()})

@@ -40,6 +40,8 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stdcopy"
 	gossh "golang.org/x/crypto/ssh"
+
+	ccpruntime "github.com/cloud-cli-proxy/cloud-cli-proxy/runtime"
 )
 
 // Config sizes one benchmark run.
@@ -147,6 +149,16 @@ func (r *Results) Markdown() string {
 			"the throughput ratio cannot exceed %.0f%% (direct CPU / gateway CPU).\n", gwCPU, dCPU, 100*dCPU/gwCPU)
 	}
 	fmt.Fprintf(&b, "Overall: %s\n", verdict(r.Pass()))
+	fmt.Fprintf(&b, "\nNotes:\n\n"+
+		"- Gateway and direct samples are interleaved; each figure is a median. The gateway runs in a child process, "+
+		"the clients in this one.\n"+
+		"- Session set-up through the gateway is: OpenSSH process start, key exchange, key authentication (key lookup, "+
+		"audit write), session re-check, host lookup, engine inspect, exec create/start/inspect, audit write. "+
+		"Direct is exec create + start (attached) + inspect of `true` on a known container.\n"+
+		"- Engine CPU adds up every dockerd, containerd and containerd-shim process on the machine, other tenants' "+
+		"containers included. On a shared machine (see the load average) the throughput ratio moves from run to run "+
+		"and follows the CPU bound above: the gateway path pays for SSH encryption in the gateway and decryption in "+
+		"the client on the same two cores the engine needs.\n")
 	return b.String()
 }
 
@@ -246,10 +258,25 @@ func (c *child) stop() {
 	go func() { _ = c.cmd.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(60 * time.Second):
+	case <-time.After(3 * time.Minute):
 		_ = c.cmd.Process.Kill()
 		<-done
 	}
+	// Should the process have failed to remove its host, remove what is left.
+	if c.info.ContainerID == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return
+	}
+	defer cli.Close()
+	if err := cli.ContainerRemove(ctx, c.info.ContainerID, container.RemoveOptions{Force: true}); err == nil {
+		fmt.Fprintln(os.Stderr, "bench: removed the benchmark's container left behind")
+	}
+	_ = cli.VolumeRemove(ctx, ccpruntime.VolumeName(c.info.HostID), true)
 }
 
 // Run performs the whole benchmark; progress goes to log.
