@@ -44,31 +44,19 @@ func (s *Server) registerUserRoutes() {
 
 	// Admin-managed SSH keys.
 	s.handle("GET", "/v1/admin/users/:id/ssh-keys", accessAdminRead, reply(s, 200, func(r *http.Request, ps httprouter.Params, p app.Principal) (list[app.SSHKey], error) {
-		if err := requireAdminRole(p); err != nil {
-			return nil, err
-		}
-		ks, err := svc.ListSSHKeys(r.Context(), p, ps.ByName("id"))
+		ks, err := svc.AdminListSSHKeys(r.Context(), p, ps.ByName("id"))
 		return list[app.SSHKey]{"keys": ks}, err
 	}))
 	s.handle("POST", "/v1/admin/users/:id/ssh-keys", accessAdminWrite, reply(s, 201, func(r *http.Request, ps httprouter.Params, p app.Principal) (app.SSHKey, error) {
-		if err := requireAdminWriteRole(p); err != nil {
-			return app.SSHKey{}, err
-		}
 		return withBody(nil, r, func(in app.AddKeyInput) (app.SSHKey, error) {
-			return svc.AddSSHKey(r.Context(), p, ps.ByName("id"), in)
+			return svc.AdminAddSSHKey(r.Context(), p, ps.ByName("id"), in)
 		})
 	}))
 	s.handle("POST", "/v1/admin/users/:id/ssh-keys/generate", accessAdminWrite, replySecret(s, 201, func(r *http.Request, ps httprouter.Params, p app.Principal) (app.GeneratedKey, error) {
-		if err := requireAdminWriteRole(p); err != nil {
-			return app.GeneratedKey{}, err
-		}
-		return svc.GenerateSSHKey(r.Context(), p, ps.ByName("id"))
+		return svc.AdminGenerateSSHKey(r.Context(), p, ps.ByName("id"))
 	}))
 	s.handle("DELETE", "/v1/admin/users/:id/ssh-keys/:keyID", accessAdminWrite, s.noContent(func(r *http.Request, ps httprouter.Params, p app.Principal) error {
-		if err := requireAdminWriteRole(p); err != nil {
-			return err
-		}
-		return svc.DeleteSSHKey(r.Context(), p, ps.ByName("id"), ps.ByName("keyID"))
+		return svc.AdminDeleteSSHKey(r.Context(), p, ps.ByName("id"), ps.ByName("keyID"))
 	}))
 }
 

@@ -172,3 +172,47 @@ func (s *Service) DeleteSSHKey(ctx context.Context, p Principal, userID, keyID s
 		return tx.AddEvent(&e)
 	})
 }
+
+// The Admin* variants serve the administrator routes: they always require the admin role
+// (read for viewers too), even when the target is the caller's own account, so an admin
+// route never becomes a self-service route.
+
+// AdminListSSHKeys lists any user's keys for admins and viewers.
+func (s *Service) AdminListSSHKeys(ctx context.Context, p Principal, userID string) ([]SSHKey, error) {
+	if err := s.requireAdminRead(p); err != nil {
+		return nil, err
+	}
+	return s.ListSSHKeys(ctx, p, userID)
+}
+
+// AdminAddSSHKey adds a key to any user's account (admins).
+func (s *Service) AdminAddSSHKey(ctx context.Context, p Principal, userID string, in AddKeyInput) (SSHKey, error) {
+	if err := s.requireAdminWrite(ctx, p, "ssh_key.add"); err != nil {
+		return SSHKey{}, err
+	}
+	return s.AddSSHKey(ctx, p, userID, in)
+}
+
+// AdminGenerateSSHKey generates a key pair for any user (admins).
+func (s *Service) AdminGenerateSSHKey(ctx context.Context, p Principal, userID string) (GeneratedKey, error) {
+	if err := s.requireAdminWrite(ctx, p, "ssh_key.add"); err != nil {
+		return GeneratedKey{}, err
+	}
+	return s.GenerateSSHKey(ctx, p, userID)
+}
+
+// AdminDeleteSSHKey deletes any user's key (admins).
+func (s *Service) AdminDeleteSSHKey(ctx context.Context, p Principal, userID, keyID string) error {
+	if err := s.requireAdminWrite(ctx, p, "ssh_key.delete"); err != nil {
+		return err
+	}
+	return s.DeleteSSHKey(ctx, p, userID, keyID)
+}
+
+// AdminGetTask returns any task to admins and viewers.
+func (s *Service) AdminGetTask(ctx context.Context, p Principal, id string) (Task, error) {
+	if err := s.requireAdminRead(p); err != nil {
+		return Task{}, err
+	}
+	return s.GetTask(ctx, p, id)
+}
