@@ -625,9 +625,14 @@ func TestTokenReadOnlyMatrix(t *testing.T) {
 func TestTokenRoleIntersection(t *testing.T) {
 	e := newEnv(t)
 	_, vjwt := e.user("viewer", app.RoleViewer)
-	vt := tokCreate(e, vjwt, map[string]any{"name": "viewer-token"})
+	// Without a write field a viewer's token says what it can do: read only.
+	if d := tokCreate(e, vjwt, map[string]any{"name": "viewer-default"}); d.Write {
+		t.Errorf("a viewer's token made without a write field shows write=true")
+	}
+	// Asked for explicitly, the flag is kept and intersected with the role on every use.
+	vt := tokCreate(e, vjwt, map[string]any{"name": "viewer-token", "write": true})
 	if !vt.Write {
-		t.Fatalf("viewer token stored with write=false; the test expects the flag kept as asked")
+		t.Fatalf("viewer token asked with write=true stored with write=false; the flag must be kept as asked")
 	}
 	uid, ujwt := e.user("alice", app.RoleUser)
 	ut := tokCreate(e, ujwt, map[string]any{"name": "user-token"})

@@ -218,7 +218,10 @@ func (s *Service) CreateToken(ctx context.Context, p Principal, in TokenInput) (
 	if in.Active != nil && !*in.Active {
 		return CreatedToken{}, invalid("active", "a new token is active; deactivate it afterwards")
 	}
-	write := true
+	// A viewer can only read, so a viewer's token is read-only unless asked otherwise (the
+	// flag is kept as asked and intersected with the role on every use, so a later promotion
+	// applies at once).
+	write := p.Role != RoleViewer
 	if in.Write != nil {
 		write = *in.Write
 	}

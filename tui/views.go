@@ -1182,9 +1182,13 @@ func revokeToken(admin bool) func(m *Model, r row) *confirmation {
 }
 
 func createTokenForm(m *Model) *formScreen {
+	access := []string{"read-write", "read-only"}
+	if m.p.Role == app.RoleViewer {
+		access = []string{"read-only", "read-write"} // a viewer's token can only read anyway
+	}
 	f := m.newForm("Create access token",
 		m.text("name", "Name", "e.g. laptop-cli"),
-		m.pick("write", "Access", "read-write", "read-only"),
+		m.pick("write", "Access", access...),
 		m.pick("expires_at", "Expires", "30 days", "7 days", "60 days", "90 days", "never"))
 	f.submit = func(m *Model, f *formScreen) tea.Cmd {
 		name := f.get("name")
