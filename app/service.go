@@ -44,6 +44,10 @@ type Config struct {
 	TokenMaxLifetime time.Duration
 	// TokenHashKey keys the HMAC under which access-token values are stored.
 	TokenHashKey []byte
+	// EventRetention is how long audit events are kept; 0 keeps them forever.
+	EventRetention time.Duration
+	// TaskRetention is how long finished tasks are kept; 0 keeps them forever.
+	TaskRetention time.Duration
 }
 
 // Deps are the parts the service stands on.

@@ -91,6 +91,9 @@ type TaskStore interface {
 	ListTasks(hostID string, limit int) ([]Task, error)
 	// ListTasksByState returns the tasks in one of the given states, oldest first.
 	ListTasksByState(states ...string) ([]Task, error)
+	// PurgeTasksBefore deletes up to max finished tasks (<= 0: all) that finished before
+	// before; queued and running tasks stay.
+	PurgeTasksBefore(before time.Time, max int) (int, error)
 }
 
 // EventStore keeps the audit log, indexed by time, user, host and type.
@@ -98,6 +101,9 @@ type EventStore interface {
 	AddEvent(e *Event) error // assigns e.ID
 	QueryEvents(q EventQuery) (EventPage, error)
 	CountEventsSince(t time.Time) (int, error)
+	// PurgeEventsBefore deletes up to max events (<= 0: all) older than before, oldest
+	// first, and returns how many it deleted.
+	PurgeEventsBefore(before time.Time, max int) (int, error)
 }
 
 // TokenStore keeps access tokens, unique by hash and by name per user.

@@ -122,6 +122,7 @@ func (s *Service) sweep(ctx context.Context) {
 			if err := s.store.Update(ctx, func(tx Tx) error { return tx.PurgeRevocations(now) }); err != nil && ctx.Err() == nil {
 				s.log.Warn("purging expired JWT revocations", "err", err)
 			}
+			s.ApplyRetention(ctx)
 		}
 	}
 }

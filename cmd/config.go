@@ -32,6 +32,8 @@ type Config struct {
 	UnboundHostNetwork   string
 	JWTTTL               time.Duration
 	TokenMaxLifetimeDays int
+	EventRetentionDays   int
+	TaskRetentionDays    int
 	Runtime              string
 	EgressCheckServerURL string
 	EgressCheckDNSZone   string
@@ -159,6 +161,8 @@ func Keys() []Key {
 			return nil
 		}},
 		{"TOKEN_MAX_LIFETIME_DAYS", "0", "Longest access-token lifetime in days; 0 allows tokens that never expire.", intIn(0, 3650, func(c *Config) *int { return &c.TokenMaxLifetimeDays })},
+		{"EVENT_RETENTION_DAYS", "365", "Days audit events are kept; older ones are deleted every 30 s (a retention.purge event says how many); 0 keeps them forever.", intIn(0, 36500, func(c *Config) *int { return &c.EventRetentionDays })},
+		{"TASK_RETENTION_DAYS", "90", "Days finished tasks are kept; queued and running tasks are never deleted; 0 keeps them forever.", intIn(0, 36500, func(c *Config) *int { return &c.TaskRetentionDays })},
 		{"EGRESS_CHECK_SERVER_URL", "", "Base URL of the egress check service (`cloud-cli-proxy check-service`) that egress tests ask for the exit IP and DNS log; tests answer 503 until set.", func(c *Config, v string) error {
 			if v != "" && !strings.HasPrefix(v, "http://") && !strings.HasPrefix(v, "https://") {
 				return fmt.Errorf("must be an http:// or https:// URL")

@@ -48,6 +48,8 @@ func TestLoadConfigDefaults(t *testing.T) {
 		UnboundHostNetwork:   "none",
 		JWTTTL:               12 * time.Hour,
 		TokenMaxLifetimeDays: 0,
+		EventRetentionDays:   365,
+		TaskRetentionDays:    90,
 		Runtime:              "docker",
 	}
 	if c != want {
@@ -179,6 +181,8 @@ var badValues = map[string][]string{
 	"UNBOUND_HOST_NETWORK":    {"host", "Bridge", ""},
 	"JWT_TTL":                 {"1s", "59s", "721h", "soon", "12", ""},
 	"TOKEN_MAX_LIFETIME_DAYS": {"-1", "3651", "forever", ""},
+	"EVENT_RETENTION_DAYS":    {"-1", "36501", "a year", ""},
+	"TASK_RETENTION_DAYS":     {"-1", "36501", "1.5", ""},
 	"RUNTIME":                 {"podman", ""},
 	"SSH_PROXY_ADDR":          {"nonsense", "127.0.0.1:99999"},
 	"EGRESS_CHECK_SERVER_URL": {"check.example:80", "ftp://x"},

@@ -195,6 +195,8 @@ func Serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		JWTSecret: jwtSecret, JWTTTL: c.JWTTTL, BcryptCost: c.BcryptCost, ManagedImage: c.ManagedImage,
 		PublicHost: c.PublicHost, SSHProxyPort: c.SSHProxyPort, UnboundNetwork: c.UnboundHostNetwork,
 		TokenMaxLifetime: time.Duration(c.TokenMaxLifetimeDays) * 24 * time.Hour, TokenHashKey: tokenKey,
+		EventRetention: time.Duration(c.EventRetentionDays) * 24 * time.Hour,
+		TaskRetention:  time.Duration(c.TaskRetentionDays) * 24 * time.Hour,
 	}, app.Deps{Store: db, Runtime: rt, Tunnel: tun, Logger: log})
 	if err != nil {
 		return err
