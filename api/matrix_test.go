@@ -234,10 +234,12 @@ func (f *matrixFixture) specs() map[string]mxSpec {
 		return "/v1/user/ssh-keys/" + f.newOwnKey(c.owner()), nil
 	}})
 	for _, m := range []string{"GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS"} {
-		add(m+" /v1/user/hosts/:id/vnc/*path", mxSpec{access: mxAuth, ok: 503, code: "vnc_unavailable", hostA: true, req: func(*mxCaller) (string, any) {
+		// A desktop gives keyboard and mouse control, so it needs a credential that may
+		// write (viewers are read-only). Host A never ran (no engine here): 409.
+		add(m+" /v1/user/hosts/:id/vnc/*path", mxSpec{access: mxAuth, ok: 409, code: "host_not_running", write: true, hostA: true, req: func(*mxCaller) (string, any) {
 			return "/v1/user/hosts/" + f.hostA + "/vnc/vnc.html", nil
 		}})
-		add(m+" /v1/admin/hosts/:id/vnc/*path", mxSpec{access: mxAdminRead, ok: 503, code: "vnc_unavailable", req: func(*mxCaller) (string, any) {
+		add(m+" /v1/admin/hosts/:id/vnc/*path", mxSpec{access: mxAdminWrite, ok: 409, code: "host_not_running", req: func(*mxCaller) (string, any) {
 			return "/v1/admin/hosts/" + f.hostA + "/vnc/vnc.html", nil
 		}})
 	}

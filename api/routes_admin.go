@@ -142,28 +142,5 @@ func (s *Server) registerHostRoutes() {
 		}
 		return svc.HostAction(r.Context(), p, ps.ByName("id"), app.TaskHostDelete, keep)
 	}))
-	for _, m := range []string{"GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS"} {
-		access := accessAdminRead
-		s.handle(m, "/v1/admin/hosts/:id/vnc/*path", access, s.authed(func(w http.ResponseWriter, r *http.Request, ps httprouter.Params, p app.Principal) {
-			if _, err := svc.GetHost(r.Context(), p, ps.ByName("id")); err != nil {
-				s.writeError(w, r, err)
-				return
-			}
-			s.vncUnavailable(w, r)
-		}))
-		s.handle(m, "/v1/user/hosts/:id/vnc/*path", accessAuth, s.authed(func(w http.ResponseWriter, r *http.Request, ps httprouter.Params, p app.Principal) {
-			if _, err := svc.GetOwnHost(r.Context(), p, ps.ByName("id")); err != nil {
-				s.writeError(w, r, err)
-				return
-			}
-			s.vncUnavailable(w, r)
-		}))
-	}
-}
-
-// vncUnavailable answers the VNC proxy routes until the proxy into a container's network
-// namespace exists.
-func (s *Server) vncUnavailable(w http.ResponseWriter, r *http.Request) {
-	s.writeError(w, r, &app.Error{Kind: app.KindUnavailable, Code: "vnc_unavailable",
-		Message: "the browser desktop proxy is not available on this server yet"})
+	s.registerVNCRoutes()
 }

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -23,6 +24,9 @@ import (
 type Config struct {
 	// RateLimitPerMinute is the per-client-IP budget of the /v1 API; 0 disables the limit.
 	RateLimitPerMinute int
+	// VNCDial dials the desktop inside a container's network namespace; nil is
+	// runtime.DialInNetns (tests substitute their own).
+	VNCDial VNCDialer
 }
 
 // Server is the REST door.
@@ -33,6 +37,9 @@ type Server struct {
 	limiter *ipLimiter
 	router  *httprouter.Router
 	routes  []Route
+
+	vncOnce sync.Once
+	vncRP   *httputil.ReverseProxy
 }
 
 // Route is one registered method and path, with who it is meant for.
@@ -60,6 +67,9 @@ func New(svc *app.Service, cfg Config, log *slog.Logger) *Server {
 		writeJSON(w, http.StatusMethodNotAllowed, errorBody{Error: errorDetail{Code: "method_not_allowed", Message: r.Method + " is not allowed on " + r.URL.Path}})
 	})
 	s.router.PanicHandler = func(w http.ResponseWriter, r *http.Request, v any) {
+		if v == http.ErrAbortHandler {
+			panic(v) // a proxied response cut short: net/http drops the connection quietly
+		}
 		s.log.Error("panic in handler", "path", r.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 		s.writeError(w, r, fmt.Errorf("panic: %v", v))
 	}
@@ -116,29 +126,42 @@ func clientIP(r *http.Request) string {
 	return host
 }
 
-// rateLimit applies the per-IP token bucket to the /v1 API and the entry pages.
+// rateLimit applies the per-IP token bucket to the /v1 API and the entry pages. The VNC
+// routes are left to their handler: a desktop page loads dozens of static files and a
+// websocket on its ticket cookie, which are not charged (credentials and failures are).
 func (s *Server) rateLimit(next http.Handler) http.Handler {
 	if s.limiter == nil {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/healthz" || strings.Contains(r.URL.Path, "/vnc/") {
+		if r.URL.Path == "/healthz" || isVNCPath(r.URL.Path) {
 			next.ServeHTTP(w, r)
 			return
 		}
-		ok, remaining, wait := s.limiter.take(clientIP(r), time.Now())
-		h := w.Header()
-		h.Set("X-RateLimit-Limit", strconv.Itoa(s.limiter.perMinute))
-		h.Set("X-RateLimit-Remaining", strconv.Itoa(remaining))
-		reset := int(math.Ceil(float64(s.limiter.perMinute-remaining) * 60 / float64(s.limiter.perMinute)))
-		h.Set("X-RateLimit-Reset", strconv.Itoa(reset))
-		if !ok {
-			s.writeError(w, r, &app.Error{Kind: app.KindRateLimited, Code: "rate_limited",
-				Message: fmt.Sprintf("rate limit of %d requests per minute exceeded", s.limiter.perMinute), RetryAfter: wait})
-			return
+		if s.charge(w, r) {
+			next.ServeHTTP(w, r)
 		}
-		next.ServeHTTP(w, r)
 	})
+}
+
+// charge takes one request from the caller's budget and sets the rate-limit headers. When
+// the budget is spent it answers 429 and returns false.
+func (s *Server) charge(w http.ResponseWriter, r *http.Request) bool {
+	if s.limiter == nil {
+		return true
+	}
+	ok, remaining, wait := s.limiter.take(clientIP(r), time.Now())
+	h := w.Header()
+	h.Set("X-RateLimit-Limit", strconv.Itoa(s.limiter.perMinute))
+	h.Set("X-RateLimit-Remaining", strconv.Itoa(remaining))
+	reset := int(math.Ceil(float64(s.limiter.perMinute-remaining) * 60 / float64(s.limiter.perMinute)))
+	h.Set("X-RateLimit-Reset", strconv.Itoa(reset))
+	if !ok {
+		s.writeError(w, r, &app.Error{Kind: app.KindRateLimited, Code: "rate_limited",
+			Message: fmt.Sprintf("rate limit of %d requests per minute exceeded", s.limiter.perMinute), RetryAfter: wait})
+		return false
+	}
+	return true
 }
 
 type ipLimiter struct {

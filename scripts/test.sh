@@ -8,12 +8,14 @@ cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH 2>/dev/null)/bin"
 
 # Debian packages the tests use: ip/nft for the egress lab, the OpenSSH client for the SSH
-# doors' end-to-end tests, debootstrap for the offline image.
+# doors' end-to-end tests, debootstrap for the offline image, chromium for the browser
+# desktop test (api/vnc_test.go drives noVNC through the VNC proxy with chromedp).
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = "0" ]; then
     echo "== installing ${need[*]}"

@@ -1,0 +1,340 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/runtime"
+)
+
+// The browser desktop proxy.
+//
+// /v1/admin/hosts/:id/vnc/*path and /v1/user/hosts/:id/vnc/*path forward to the desktop web
+// server (noVNC/KasmVNC and its websocket) on 127.0.0.1:6901 inside the host's container,
+// dialled inside the container's network namespace (containers have no published ports).
+// app decides who may use which host (VNCTarget); this file only authenticates the request,
+// proxies it and answers errors in the one JSON shape.
+//
+// Authentication, first match wins:
+//   - Authorization: Bearer <JWT or access token>, as on every other route (API clients);
+//   - ?token=<JWT or access token>, for a browser opening the page: a GET of a page answers
+//     303 to the same URL without the token and sets the ticket cookie;
+//   - the ticket cookie (VNCCookieName): a short-lived ticket bound to the user, the host, the
+//     door and the credential it was issued for, HttpOnly, SameSite=Lax, scoped to the host's
+//     VNC path. It carries the page's static files and the websocket, on which browsers cannot
+//     set headers. It is renewed while in use and re-checked against the account on each use.
+//
+// Requests carried by the cookie are exempt from the per-IP rate limit (a page is dozens of
+// files); every other request on these routes, failures included, is charged.
+
+// VNCCookieName is the cookie carrying a VNC ticket.
+const VNCCookieName = "ccp_vnc"
+
+// vncTokenParam is the query parameter a browser passes its credential in.
+const vncTokenParam = "token"
+
+// VNCDialer dials addr inside the network namespace of process pid.
+type VNCDialer func(ctx context.Context, pid int, network, addr string) (net.Conn, error)
+
+type vncCtxKey struct{}
+
+// vncUpstream is what the proxy's Rewrite needs of one request.
+type vncUpstream struct {
+	target app.VNCTarget
+	path   string // escaped path inside the container, starting with /
+	query  string // raw query without the token
+}
+
+type authVia int
+
+const (
+	viaBearer authVia = iota
+	viaQuery
+	viaCookie
+)
+
+func (s *Server) registerVNCRoutes() {
+	for _, m := range []string{"GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS"} {
+		s.handle(m, "/v1/admin/hosts/:id/vnc/*path", accessAdminWrite, s.vnc(app.VNCAdmin))
+		s.handle(m, "/v1/user/hosts/:id/vnc/*path", accessAuth, s.vnc(app.VNCUser))
+	}
+}
+
+// vncPrefix is the path under which one host's desktop is served through a door.
+func vncPrefix(door app.VNCDoor, hostID string) string {
+	return "/v1/" + string(door) + "/hosts/" + url.PathEscape(hostID) + "/vnc"
+}
+
+// isVNCPath reports whether path is under a VNC route (the rate limiter leaves those to the
+// VNC handler, which charges everything but the requests its ticket cookie carries).
+func isVNCPath(path string) bool {
+	var rest string
+	switch {
+	case strings.HasPrefix(path, "/v1/admin/hosts/"):
+		rest = path[len("/v1/admin/hosts/"):]
+	case strings.HasPrefix(path, "/v1/user/hosts/"):
+		rest = path[len("/v1/user/hosts/"):]
+	default:
+		return false
+	}
+	id, tail, ok := strings.Cut(rest, "/")
+	return ok && id != "" && strings.HasPrefix(tail, "vnc/")
+}
+
+func isWebSocket(r *http.Request) bool {
+	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket") &&
+		strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade")
+}
+
+func (s *Server) vnc(door app.VNCDoor) httprouter.Handle {
+	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+		hostID := ps.ByName("id")
+		prefix := vncPrefix(door, hostID)
+		p, via, exp, err := s.vncAuthenticate(r, hostID, door)
+		if err != nil {
+			if s.charge(w, r) {
+				if via == viaCookie {
+					s.clearVNCCookie(w, r, prefix)
+				}
+				s.writeError(w, r, err)
+			}
+			return
+		}
+		// A request with a credential (opening the page with ?token=, an API client's
+		// bearer) costs one request of the API budget; the page's many static files and
+		// its websocket, carried by the ticket cookie, cost nothing.
+		if via != viaCookie && !s.charge(w, r) {
+			return
+		}
+		ws := isWebSocket(r)
+		if via == viaCookie && !sameOrigin(r) {
+			s.writeError(w, r, &app.Error{Kind: app.KindForbidden, Code: "cross_origin",
+				Message: "the browser desktop cannot be used from another origin"})
+			return
+		}
+		target, err := s.svc.VNCTarget(r.Context(), p, hostID, door, ws)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		now := s.svc.Now()
+		if via == viaQuery || (via == viaCookie && exp.Sub(now) < app.VNCTicketTTL/2) {
+			t, err := s.svc.IssueVNCTicket(r.Context(), p, hostID, door)
+			if err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+			s.setVNCCookie(w, r, prefix, t, now)
+		}
+
+		upPath, ok := strings.CutPrefix(r.URL.EscapedPath(), prefix)
+		if !ok || !strings.HasPrefix(upPath, "/") {
+			// The router matched an encoded form of the prefix; use the decoded wildcard.
+			upPath = (&url.URL{Path: ps.ByName("path")}).EscapedPath()
+		}
+		// noVNC 1.5 and later resolve a path setting without a leading slash (see below)
+		// against the page's URL: <prefix>/<prefix>/websockify means <prefix>/websockify.
+		if rest, ok := strings.CutPrefix(upPath, prefix+"/"); ok {
+			upPath = "/" + rest
+		}
+		q := r.URL.Query()
+		hadToken := q.Has(vncTokenParam)
+		q.Del(vncTokenParam)
+		// noVNC builds its websocket URL from the path setting (default "websockify", from
+		// the site root, remembered across hosts in localStorage): point it at this host.
+		page := !ws && (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
+			(upPath == "/vnc.html" || upPath == "/vnc_lite.html")
+		addPath := page && !q.Has("path")
+		if addPath {
+			q.Set("path", strings.TrimPrefix(prefix, "/")+"/websockify")
+		}
+		if !ws && (r.Method == http.MethodGet || r.Method == http.MethodHead) && (hadToken || addPath) {
+			// Take the credential out of the address bar, history and Referer headers.
+			w.Header().Set("Cache-Control", "no-store")
+			loc := &url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: q.Encode()}
+			http.Redirect(w, r, loc.RequestURI(), http.StatusSeeOther)
+			return
+		}
+		up := vncUpstream{target: target, path: upPath, query: q.Encode()}
+		if len(q) == 0 {
+			up.query = ""
+		}
+		s.vncProxy().ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), vncCtxKey{}, up)))
+	}
+}
+
+// vncAuthenticate finds the caller of a VNC request: a bearer header, a token query
+// parameter or the ticket cookie. exp is the ticket's expiry when via is viaCookie.
+func (s *Server) vncAuthenticate(r *http.Request, hostID string, door app.VNCDoor) (p app.Principal, via authVia, exp time.Time, err error) {
+	ip := clientIP(r)
+	ctx := r.Context()
+	bearer := func(cred, where string) (app.Principal, error) {
+		p, err := s.svc.Authenticate(ctx, ip, cred)
+		if err != nil && app.AsError(err).Kind == app.KindUnauthenticated {
+			method := "jwt"
+			if strings.HasPrefix(cred, app.TokenPrefix) {
+				method = "token"
+			}
+			s.svc.RecordAuthFailure(ctx, ip, method, "rejected "+where+" on "+r.Method+" "+r.URL.Path)
+		}
+		return p, err
+	}
+	if authz := r.Header.Get("Authorization"); authz != "" {
+		scheme, cred, found := strings.Cut(authz, " ")
+		cred = strings.TrimSpace(cred)
+		if !found || !strings.EqualFold(scheme, "Bearer") || cred == "" {
+			return p, viaBearer, exp, vncUnauthenticated()
+		}
+		p, err = bearer(cred, "bearer credential")
+		return p, viaBearer, exp, err
+	}
+	if q := r.URL.Query(); q.Has(vncTokenParam) {
+		cred := strings.TrimSpace(q.Get(vncTokenParam))
+		if cred == "" {
+			return p, viaQuery, exp, vncUnauthenticated()
+		}
+		p, err = bearer(cred, "token parameter")
+		return p, viaQuery, exp, err
+	}
+	var seen bool
+	for _, c := range r.Cookies() {
+		if c.Name != VNCCookieName {
+			continue
+		}
+		seen = true
+		p, exp, err = s.svc.AuthenticateVNCTicket(ctx, ip, c.Value, hostID, door)
+		if err == nil {
+			return p, viaCookie, exp, nil
+		}
+		if app.AsError(err).Kind != app.KindUnauthenticated {
+			return p, viaCookie, exp, err
+		}
+	}
+	if seen {
+		return p, viaCookie, exp, &app.Error{Kind: app.KindUnauthenticated, Code: "unauthenticated",
+			Message: "the desktop session expired or was revoked: open the desktop again with ?token=<your token>"}
+	}
+	return p, viaBearer, exp, vncUnauthenticated()
+}
+
+func vncUnauthenticated() error {
+	return &app.Error{Kind: app.KindUnauthenticated, Code: "unauthenticated",
+		Message: "invalid or missing credentials: send Authorization: Bearer <token>, or open the page with ?token=<token>"}
+}
+
+// sameOrigin refuses a cookie-carried request whose Origin is another site (a page elsewhere
+// opening a websocket to the desktop with the victim's cookie). Requests without Origin
+// (same-origin GETs, non-browser clients) pass.
+func sameOrigin(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return true
+	}
+	u, err := url.Parse(o)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	return strings.EqualFold(u.Host, r.Host)
+}
+
+func (s *Server) setVNCCookie(w http.ResponseWriter, r *http.Request, prefix string, t app.VNCTicket, now time.Time) {
+	maxAge := int(t.ExpiresAt.Sub(now) / time.Second)
+	if maxAge < 1 {
+		maxAge = 1
+	}
+	http.SetCookie(w, &http.Cookie{Name: VNCCookieName, Value: t.Value, Path: prefix + "/", MaxAge: maxAge,
+		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode})
+}
+
+func (s *Server) clearVNCCookie(w http.ResponseWriter, r *http.Request, prefix string) {
+	http.SetCookie(w, &http.Cookie{Name: VNCCookieName, Value: "", Path: prefix + "/", MaxAge: -1,
+		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode})
+}
+
+// vncProxy is the one reverse proxy of every desktop. Its upstream host name carries the
+// container's pid and host id, so the transport keeps separate idle connections per
+// container (every container's desktop is 127.0.0.1:6901 in its own namespace).
+func (s *Server) vncProxy() *httputil.ReverseProxy {
+	s.vncOnce.Do(func() {
+		dial := s.cfg.VNCDial
+		if dial == nil {
+			dial = runtime.DialInNetns
+		}
+		tr := &http.Transport{
+			Proxy: nil,
+			DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+				host, port, err := net.SplitHostPort(addr)
+				if err != nil {
+					return nil, err
+				}
+				pidLabel, _, _ := strings.Cut(host, ".")
+				pid, err := strconv.Atoi(strings.TrimPrefix(pidLabel, "pid"))
+				if err != nil {
+					return nil, fmt.Errorf("vnc proxy: bad upstream %q", addr)
+				}
+				dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				return dial(dctx, pid, "tcp", net.JoinHostPort("127.0.0.1", port))
+			},
+			MaxIdleConnsPerHost:   4,
+			IdleConnTimeout:       30 * time.Second,
+			ResponseHeaderTimeout: 30 * time.Second,
+		}
+		s.vncRP = &httputil.ReverseProxy{
+			Transport: tr,
+			Rewrite: func(pr *httputil.ProxyRequest) {
+				up, _ := pr.In.Context().Value(vncCtxKey{}).(vncUpstream)
+				_, port, _ := net.SplitHostPort(up.target.Addr)
+				pr.Out.URL.Scheme = "http"
+				pr.Out.URL.Host = net.JoinHostPort(fmt.Sprintf("pid%d.%s.vnc.invalid", up.target.Pid, up.target.HostID), port)
+				p, err := url.PathUnescape(up.path)
+				if err != nil {
+					p = up.path
+				}
+				pr.Out.URL.Path, pr.Out.URL.RawPath = p, up.path
+				pr.Out.URL.RawQuery = up.query
+				pr.Out.Host = up.target.Addr
+				// The container is its user's: never hand it the caller's credentials.
+				pr.Out.Header.Del("Authorization")
+				pr.Out.Header.Del("Cookie")
+			},
+			ModifyResponse: func(res *http.Response) error {
+				// Nor let it set cookies on this server's origin.
+				res.Header.Del("Set-Cookie")
+				return nil
+			},
+			ErrorHandler: s.vncProxyError,
+			ErrorLog:     slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		}
+	})
+	return s.vncRP
+}
+
+func (s *Server) vncProxyError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, context.Canceled) {
+		return // the client went away
+	}
+	up, _ := r.Context().Value(vncCtxKey{}).(vncUpstream)
+	if errors.Is(err, os.ErrPermission) {
+		s.log.Error("vnc proxy cannot enter the container's network namespace (needs root on the engine host)", "host", up.target.HostID, "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: errorDetail{Code: "vnc_unavailable",
+			Message: "the browser desktop proxy cannot reach containers on this server"}})
+		return
+	}
+	s.log.Debug("vnc proxy upstream failed", "host", up.target.HostID, "path", up.path, "err", err)
+	writeJSON(w, http.StatusBadGateway, errorBody{Error: errorDetail{Code: "vnc_unreachable",
+		Message: fmt.Sprintf("the host's desktop (port %d in the container) did not answer; it may still be starting, try again shortly", app.VNCPort)}})
+}

@@ -1,0 +1,788 @@
+package api_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/sha1"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/api"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
+)
+
+// ---- a websocket client small enough to read an RFB banner ----
+
+// wsConn is the client side of an upgraded connection.
+type wsConn struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+// wsDial sends a websocket upgrade for rawURL with extra headers. It returns the response;
+// the connection only when the server switched protocols.
+func wsDial(t *testing.T, rawURL string, hdr http.Header) (*wsConn, *http.Response) {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.DialTimeout("tcp", u.Host, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := make([]byte, 16)
+	_, _ = rand.Read(key)
+	req, _ := http.NewRequest("GET", rawURL, nil)
+	for k, vs := range hdr {
+		req.Header[k] = vs
+	}
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Sec-WebSocket-Key", base64.StdEncoding.EncodeToString(key))
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := req.Write(c); err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	res, err := http.ReadResponse(br, req)
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	if res.StatusCode != http.StatusSwitchingProtocols {
+		body, _ := io.ReadAll(res.Body)
+		res.Body = io.NopCloser(strings.NewReader(string(body)))
+		c.Close()
+		return nil, res
+	}
+	want := wsAccept(req.Header.Get("Sec-WebSocket-Key"))
+	if got := res.Header.Get("Sec-WebSocket-Accept"); got != want {
+		c.Close()
+		t.Fatalf("Sec-WebSocket-Accept %q, want %q", got, want)
+	}
+	ws := &wsConn{Conn: c, br: br}
+	t.Cleanup(func() { ws.Close() })
+	return ws, res
+}
+
+func wsAccept(key string) string {
+	h := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	return base64.StdEncoding.EncodeToString(h[:])
+}
+
+// readFrame reads one frame (server frames are unmasked; masked ones are unmasked too).
+func wsReadFrame(br *bufio.Reader) (opcode byte, payload []byte, err error) {
+	var h [2]byte
+	if _, err = io.ReadFull(br, h[:]); err != nil {
+		return 0, nil, err
+	}
+	opcode = h[0] & 0x0f
+	n := uint64(h[1] & 0x7f)
+	switch n {
+	case 126:
+		var b [2]byte
+		if _, err = io.ReadFull(br, b[:]); err != nil {
+			return 0, nil, err
+		}
+		n = uint64(binary.BigEndian.Uint16(b[:]))
+	case 127:
+		var b [8]byte
+		if _, err = io.ReadFull(br, b[:]); err != nil {
+			return 0, nil, err
+		}
+		n = binary.BigEndian.Uint64(b[:])
+	}
+	if n > 1<<20 {
+		return 0, nil, fmt.Errorf("frame of %d bytes", n)
+	}
+	var mask [4]byte
+	masked := h[1]&0x80 != 0
+	if masked {
+		if _, err = io.ReadFull(br, mask[:]); err != nil {
+			return 0, nil, err
+		}
+	}
+	payload = make([]byte, n)
+	if _, err = io.ReadFull(br, payload); err != nil {
+		return 0, nil, err
+	}
+	if masked {
+		for i := range payload {
+			payload[i] ^= mask[i%4]
+		}
+	}
+	return opcode, payload, nil
+}
+
+// readBanner reads data frames until it has the 12-byte RFB protocol version.
+func (c *wsConn) readBanner(t *testing.T) string {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	var got []byte
+	for len(got) < 12 {
+		op, p, err := wsReadFrame(c.br)
+		if err != nil {
+			t.Fatalf("reading the RFB banner (have %q): %v", got, err)
+		}
+		switch op {
+		case 0x0, 0x1, 0x2:
+			got = append(got, p...)
+		case 0x8:
+			t.Fatalf("websocket closed before the RFB banner (have %q, close payload %q)", got, p)
+		}
+	}
+	return string(got[:12])
+}
+
+// ---- a fake engine and a fake desktop (no Docker, no root) ----
+
+// fakeRuntime runs "containers" as map entries; each start gets a fresh pid.
+type fakeRuntime struct {
+	mu    sync.Mutex
+	hosts map[string]*app.RuntimeHost
+	pid   int
+}
+
+func newFakeRuntime() *fakeRuntime {
+	return &fakeRuntime{hosts: map[string]*app.RuntimeHost{}, pid: 4000000}
+}
+
+func (f *fakeRuntime) Ping(context.Context) error { return nil }
+
+func (f *fakeRuntime) Create(_ context.Context, spec app.HostSpec) (app.RuntimeHost, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if h, ok := f.hosts[spec.HostID]; ok {
+		return *h, nil
+	}
+	h := &app.RuntimeHost{HostID: spec.HostID, UserID: spec.UserID, ContainerID: "fake-" + spec.HostID, Image: spec.Image, State: app.StateCreated}
+	f.hosts[spec.HostID] = h
+	return *h, nil
+}
+
+func (f *fakeRuntime) Start(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	h, ok := f.hosts[id]
+	if !ok {
+		return &app.RuntimeError{Code: "container_missing", Message: "no container"}
+	}
+	if h.State != app.StateRunning {
+		f.pid++
+		h.State, h.Pid, h.StartedAt = app.StateRunning, f.pid, time.Now()
+	}
+	return nil
+}
+
+func (f *fakeRuntime) Stop(_ context.Context, id string, _ time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if h, ok := f.hosts[id]; ok {
+		h.State, h.Pid = app.StateExited, 0
+	}
+	return nil
+}
+
+func (f *fakeRuntime) Remove(_ context.Context, id string, _ bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.hosts, id)
+	return nil
+}
+
+func (f *fakeRuntime) Inspect(_ context.Context, id string) (app.RuntimeHost, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if h, ok := f.hosts[id]; ok {
+		return *h, nil
+	}
+	return app.RuntimeHost{HostID: id, State: app.StateMissing}, nil
+}
+
+func (f *fakeRuntime) List(context.Context) ([]app.RuntimeHost, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []app.RuntimeHost
+	for _, h := range f.hosts {
+		out = append(out, *h)
+	}
+	return out, nil
+}
+
+func (f *fakeRuntime) Events(ctx context.Context) (<-chan app.RuntimeEvent, <-chan error) {
+	evs, errs := make(chan app.RuntimeEvent), make(chan error)
+	go func() { <-ctx.Done(); close(evs); close(errs) }()
+	return evs, errs
+}
+
+// fakeDesktop stands in for websockify/noVNC inside a container: it records what reached it,
+// serves files, and answers /websockify with an RFB banner.
+type fakeDesktop struct {
+	ln   net.Listener
+	mu   sync.Mutex
+	seen []*http.Request
+}
+
+func newFakeDesktop(t *testing.T) *fakeDesktop {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &fakeDesktop{ln: ln}
+	srv := &http.Server{Handler: http.HandlerFunc(d.serve)}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return d
+}
+
+func (d *fakeDesktop) serve(w http.ResponseWriter, r *http.Request) {
+	d.mu.Lock()
+	d.seen = append(d.seen, r.Clone(context.Background()))
+	d.mu.Unlock()
+	if r.URL.Path == "/websockify" {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+			wsAccept(r.Header.Get("Sec-WebSocket-Key")))
+		brw.Write([]byte{0x82, 12})
+		brw.WriteString("RFB 003.008\n")
+		brw.Flush()
+		_, _ = io.Copy(io.Discard, brw) // until the client goes away
+		return
+	}
+	// The container must not be able to set cookies on the control plane's origin.
+	http.SetCookie(w, &http.Cookie{Name: "planted", Value: "x", Path: "/"})
+	w.Header().Set("Content-Type", "text/plain")
+	fmt.Fprintf(w, "desktop file %s", r.URL.Path)
+}
+
+func (d *fakeDesktop) last(t *testing.T) *http.Request {
+	t.Helper()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.seen) == 0 {
+		t.Fatal("no request reached the desktop")
+	}
+	return d.seen[len(d.seen)-1]
+}
+
+func (d *fakeDesktop) count() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.seen)
+}
+
+// fakeNetns dials the fake desktop for any pid the fake runtime handed out, and records
+// what the proxy asked for.
+type fakeNetns struct {
+	desk *fakeDesktop
+	mu   sync.Mutex
+	pids []int
+	addr []string
+	fail error
+}
+
+func (n *fakeNetns) dial(ctx context.Context, pid int, network, addr string) (net.Conn, error) {
+	n.mu.Lock()
+	n.pids, n.addr = append(n.pids, pid), append(n.addr, addr)
+	fail := n.fail
+	n.mu.Unlock()
+	if fail != nil {
+		return nil, fail
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, n.desk.ln.Addr().String())
+}
+
+func (n *fakeNetns) lastDial(t *testing.T) (int, string) {
+	t.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.pids) == 0 {
+		t.Fatal("the proxy dialed nothing")
+	}
+	return n.pids[len(n.pids)-1], n.addr[len(n.addr)-1]
+}
+
+func withVNCDial(d api.VNCDialer) envOption {
+	return func(_ *app.Config, _ *app.Deps, c *api.Config) { c.VNCDial = d }
+}
+
+// vncGet sends a GET with extra headers and does not follow redirects.
+func (e *env) vncGet(path string, hdr http.Header) resp {
+	e.t.Helper()
+	req, err := http.NewRequest("GET", e.srv.URL+path, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for k, vs := range hdr {
+		req.Header[k] = vs
+	}
+	cl := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	res, err := cl.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return resp{Status: res.StatusCode, Header: res.Header, Body: b}
+}
+
+func vncCookie(t *testing.T, r resp) *http.Cookie {
+	t.Helper()
+	for _, c := range (&http.Response{Header: r.Header}).Cookies() {
+		if c.Name == api.VNCCookieName {
+			return c
+		}
+	}
+	t.Fatalf("no %s cookie in %v", api.VNCCookieName, r.Header["Set-Cookie"])
+	return nil
+}
+
+func bearerHdr(tok string) http.Header { return http.Header{"Authorization": {"Bearer " + tok}} }
+
+func cookieHdr(c *http.Cookie) http.Header {
+	return http.Header{"Cookie": {(&http.Cookie{Name: c.Name, Value: c.Value}).String()}}
+}
+
+func wantErr(t *testing.T, r resp, status int, code string) {
+	t.Helper()
+	if r.Status != status || r.errCode() != code {
+		t.Fatalf("status %d code %q, want %d %q; body %s", r.Status, r.errCode(), status, code, r.Body)
+	}
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Fatalf("error Content-Type %q", ct)
+	}
+}
+
+// TestVNCProxyFake drives the whole proxy (authentication, authorization, path rewriting,
+// the ticket cookie, the websocket, error mapping) against a fake engine and desktop, so it
+// runs anywhere.
+func TestVNCProxyFake(t *testing.T) {
+	rt := newFakeRuntime()
+	ns := &fakeNetns{}
+	ns.desk = newFakeDesktop(t)
+	e := newEnv(t, withRuntime(rt), withVNCDial(ns.dial))
+	aliceID, alice := e.user("alice", "user")
+	bobID, bob := e.user("bob", "user")
+	_, viewer := e.user("vera", "viewer")
+	hostA := e.host(aliceID)
+	e.waitIdle(hostA)
+	hostB := e.host(bobID)
+	e.waitIdle(hostB)
+	userA := "/v1/user/hosts/" + hostA + "/vnc"
+	adminA := "/v1/admin/hosts/" + hostA + "/vnc"
+
+	t.Run("bearer proxies with the prefix stripped and credentials withheld", func(t *testing.T) {
+		e.t = t
+		r := e.vncGet(userA+"/app/ui.js?x=1", http.Header{
+			"Authorization": {"Bearer " + alice}, "Cookie": {"other=secret"}})
+		if r.Status != 200 || string(r.Body) != "desktop file /app/ui.js" {
+			t.Fatalf("status %d body %s", r.Status, r.Body)
+		}
+		up := ns.desk.last(t)
+		if up.URL.Path != "/app/ui.js" || up.URL.RawQuery != "x=1" {
+			t.Errorf("upstream got %s?%s", up.URL.Path, up.URL.RawQuery)
+		}
+		if up.Header.Get("Authorization") != "" || up.Header.Get("Cookie") != "" {
+			t.Errorf("credentials reached the container: %v", up.Header)
+		}
+		if up.Host != "127.0.0.1:6901" {
+			t.Errorf("upstream Host %q", up.Host)
+		}
+		if len(r.Header["Set-Cookie"]) != 0 {
+			t.Errorf("the container set a cookie through the proxy: %v", r.Header["Set-Cookie"])
+		}
+		pid, addr := ns.lastDial(t)
+		if want := inspectFake(t, rt, hostA).Pid; pid != want || addr != "127.0.0.1:6901" {
+			t.Errorf("dialed %s in pid %d, want 127.0.0.1:6901 in %d", addr, pid, want)
+		}
+		// The admin door reaches the same desktop.
+		if r := e.vncGet(adminA+"/vnc.html?path=x", bearerHdr(e.admin)); r.Status != 200 {
+			t.Fatalf("admin door: %d %s", r.Status, r.Body)
+		}
+	})
+
+	var ticket *http.Cookie
+	t.Run("token parameter becomes a host-scoped cookie", func(t *testing.T) {
+		e.t = t
+		r := e.vncGet(userA+"/vnc.html?autoconnect=1&token="+url.QueryEscape(alice), nil)
+		if r.Status != http.StatusSeeOther {
+			t.Fatalf("status %d, want 303; body %s", r.Status, r.Body)
+		}
+		loc, err := url.Parse(r.Header.Get("Location"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := loc.Query()
+		if loc.Path != userA+"/vnc.html" || q.Has("token") || q.Get("autoconnect") != "1" ||
+			q.Get("path") != strings.TrimPrefix(userA, "/")+"/websockify" {
+			t.Fatalf("redirect to %s", loc)
+		}
+		ticket = vncCookie(t, r)
+		if ticket.Path != userA+"/" || !ticket.HttpOnly || ticket.SameSite != http.SameSiteLaxMode || ticket.MaxAge <= 0 {
+			t.Fatalf("cookie %+v", ticket)
+		}
+		if strings.Contains(ticket.Value, alice) {
+			t.Fatal("the cookie carries the API credential itself")
+		}
+		// The page and its files load on the cookie alone.
+		before := ns.desk.count()
+		r = e.vncGet(loc.RequestURI(), cookieHdr(ticket))
+		if r.Status != 200 {
+			t.Fatalf("page on the cookie: %d %s", r.Status, r.Body)
+		}
+		up := ns.desk.last(t)
+		if up.URL.Query().Has("token") || up.Header.Get("Cookie") != "" || ns.desk.count() != before+1 {
+			t.Fatalf("upstream saw %s with headers %v", up.URL, up.Header)
+		}
+		// A ticket is not an API credential.
+		if r := e.raw("GET", "/v1/auth/me", ticket.Value, nil); r.Status != 401 {
+			t.Fatalf("ticket as API bearer: %d", r.Status)
+		}
+	})
+
+	t.Run("websocket through the cookie gets the RFB banner and is audited", func(t *testing.T) {
+		e.t = t
+		ws, res := wsDial(t, e.srv.URL+userA+"/websockify", cookieHdr(ticket))
+		if ws == nil {
+			b, _ := io.ReadAll(res.Body)
+			t.Fatalf("upgrade refused: %d %s", res.StatusCode, b)
+		}
+		if got := ws.readBanner(t); got != "RFB 003.008\n" {
+			t.Fatalf("banner %q", got)
+		}
+		var page struct{ Events []app.Event }
+		e.do("GET", "/v1/admin/events?type=host.vnc&host_id="+hostA, e.admin, nil, 200, &page)
+		if len(page.Events) == 0 || page.Events[0].ActorID != aliceID || page.Events[0].Result != app.ResultSuccess {
+			t.Fatalf("host.vnc audit events: %+v", page.Events)
+		}
+		// noVNC 1.5+ resolves the injected path against the page: the doubled prefix works too.
+		ws, res = wsDial(t, e.srv.URL+userA+userA+"/websockify", bearerHdr(alice))
+		if ws == nil || ns.desk.last(t).URL.Path != "/websockify" {
+			t.Fatalf("doubled prefix: %v", res.Status)
+		}
+		// Another site's page cannot use the visitor's cookie.
+		h := cookieHdr(ticket)
+		h.Set("Origin", "http://evil.example")
+		ws, res = wsDial(t, e.srv.URL+userA+"/websockify", h)
+		if ws != nil || res.StatusCode != 403 {
+			t.Fatalf("cross-origin websocket: %d", res.StatusCode)
+		}
+	})
+
+	t.Run("a ticket is bound to its host, door and session", func(t *testing.T) {
+		e.t = t
+		wantErr(t, e.vncGet("/v1/user/hosts/"+hostB+"/vnc/vnc.html", cookieHdr(ticket)), 401, "unauthenticated")
+		wantErr(t, e.vncGet(adminA+"/vnc.html", cookieHdr(ticket)), 401, "unauthenticated")
+		// Logging the session out kills its tickets; the stale cookie is cleared.
+		sess := e.login("alice", "password-alice")
+		r := e.vncGet(userA+"/vnc.html?path=p&token="+sess, nil)
+		c := vncCookie(t, r)
+		if r := e.vncGet(userA+"/vnc.html?path=p", cookieHdr(c)); r.Status != 200 {
+			t.Fatalf("fresh ticket: %d %s", r.Status, r.Body)
+		}
+		e.do("POST", "/v1/auth/logout", sess, nil, 204, nil)
+		r = e.vncGet(userA+"/vnc.html?path=p", cookieHdr(c))
+		wantErr(t, r, 401, "unauthenticated")
+		if gone := vncCookie(t, r); gone.MaxAge >= 0 {
+			t.Fatalf("stale cookie not cleared: %+v", gone)
+		}
+		// An expired ticket is refused; one past half its life is renewed.
+		r = e.vncGet(userA+"/vnc.html?path=p&token="+alice, nil)
+		c = vncCookie(t, r)
+		e.clock.Add(app.VNCTicketTTL * 3 / 4)
+		r = e.vncGet(userA+"/vnc.html?path=p", cookieHdr(c))
+		if r.Status != 200 {
+			t.Fatalf("ticket at 3/4 life: %d %s", r.Status, r.Body)
+		}
+		renewed := vncCookie(t, r)
+		e.clock.Add(app.VNCTicketTTL / 2)
+		wantErr(t, e.vncGet(userA+"/vnc.html?path=p", cookieHdr(c)), 401, "unauthenticated")
+		if r := e.vncGet(userA+"/vnc.html?path=p", cookieHdr(renewed)); r.Status != 200 {
+			t.Fatalf("renewed ticket: %d %s", r.Status, r.Body)
+		}
+	})
+
+	t.Run("refusals", func(t *testing.T) {
+		e.t = t
+		before := ns.desk.count()
+		// No credentials at all: 401 with the bearer challenge.
+		r := e.vncGet(userA+"/vnc.html", nil)
+		wantErr(t, r, 401, "unauthenticated")
+		if !strings.Contains(r.Header.Get("WWW-Authenticate"), "Bearer") {
+			t.Errorf("401 without a challenge")
+		}
+		wantErr(t, e.vncGet(userA+"/vnc.html?token=garbage.garbage.garbage", nil), 401, "unauthenticated")
+		ws, res := wsDial(t, e.srv.URL+userA+"/websockify", nil)
+		if ws != nil || res.StatusCode != 401 {
+			t.Fatalf("anonymous websocket: %d", res.StatusCode)
+		}
+		// Bob cannot reach Alice's desktop by any credential form; it does not exist for him.
+		wantErr(t, e.vncGet(userA+"/vnc.html", bearerHdr(bob)), 404, "not_found")
+		wantErr(t, e.vncGet(userA+"/vnc.html?token="+bob, nil), 404, "not_found")
+		ws, res = wsDial(t, e.srv.URL+userA+"/websockify", bearerHdr(bob))
+		if ws != nil || res.StatusCode != 404 {
+			t.Fatalf("bob's websocket to alice's host: %d", res.StatusCode)
+		}
+		r = e.vncGet("/v1/user/hosts/"+hostB+"/vnc/vnc.html?token="+bob, nil)
+		bobTicket := vncCookie(t, r)
+		wantErr(t, e.vncGet(userA+"/vnc.html", cookieHdr(bobTicket)), 401, "unauthenticated")
+		// The admin door is for administrators who may write.
+		wantErr(t, e.vncGet(adminA+"/vnc.html", bearerHdr(alice)), 403, "forbidden")
+		wantErr(t, e.vncGet(adminA+"/vnc.html", bearerHdr(viewer)), 403, "forbidden")
+		var tok struct{ Token string }
+		e.do("POST", "/v1/tokens", e.admin, map[string]any{"name": "ro", "write": false}, 201, &tok)
+		wantErr(t, e.vncGet(adminA+"/vnc.html", bearerHdr(tok.Token)), 403, "insufficient_scope")
+		wantErr(t, e.vncGet("/v1/admin/hosts/no-such-host/vnc/vnc.html", bearerHdr(e.admin)), 404, "not_found")
+		// None of the refused requests reached the container.
+		if n := ns.desk.count(); n != before {
+			t.Fatalf("%d refused requests reached the desktop", n-before)
+		}
+	})
+
+	t.Run("stopped host, desktop down, no namespace access", func(t *testing.T) {
+		e.t = t
+		e.mustSucceed(e.action("POST", "/v1/admin/hosts/"+hostA+"/stop"))
+		wantErr(t, e.vncGet(userA+"/vnc.html", bearerHdr(alice)), 409, "host_not_running")
+		wantErr(t, e.vncGet(adminA+"/vnc.html", bearerHdr(e.admin)), 409, "host_not_running")
+		ws, res := wsDial(t, e.srv.URL+userA+"/websockify", bearerHdr(alice))
+		if ws != nil || res.StatusCode != 409 {
+			t.Fatalf("websocket to a stopped host: %d", res.StatusCode)
+		}
+
+		// Started again (a new pid, so no pooled connection): the desktop is not up yet.
+		e.mustSucceed(e.action("POST", "/v1/admin/hosts/"+hostA+"/start"))
+		setFail := func(err error) {
+			ns.mu.Lock()
+			ns.fail = err
+			ns.mu.Unlock()
+		}
+		setFail(errors.New("connect: connection refused"))
+		wantErr(t, e.vncGet(userA+"/core/rfb.js", bearerHdr(alice)), 502, "vnc_unreachable")
+		setFail(fmt.Errorf("setns: %w", os.ErrPermission))
+		wantErr(t, e.vncGet(userA+"/core/rfb.js", bearerHdr(alice)), 503, "vnc_unavailable")
+		setFail(nil)
+		if r := e.vncGet(userA+"/vnc.html?path=p", bearerHdr(alice)); r.Status != 200 {
+			t.Fatalf("restarted: %d %s", r.Status, r.Body)
+		}
+		// The engine is the judge too: a container that died behind the store's back.
+		_ = rt.Stop(context.Background(), hostA, 0)
+		wantErr(t, e.vncGet(userA+"/vnc.html", bearerHdr(alice)), 409, "host_not_running")
+	})
+}
+
+func inspectFake(t *testing.T, rt *fakeRuntime, id string) app.RuntimeHost {
+	t.Helper()
+	h, _ := rt.Inspect(context.Background(), id)
+	return h
+}
+
+// TestVNCRateLimit checks that a desktop page's many files and its websocket do not eat the
+// API budget, while opening it with a credential and failed authentications do.
+func TestVNCRateLimit(t *testing.T) {
+	rt := newFakeRuntime()
+	ns := &fakeNetns{}
+	ns.desk = newFakeDesktop(t)
+	e := newEnv(t, withRuntime(rt), withVNCDial(ns.dial), withRateLimit(60))
+	aliceID, alice := e.user("alice", "user")
+	hostA := e.host(aliceID)
+	e.waitIdle(hostA)
+	prefix := "/v1/user/hosts/" + hostA + "/vnc"
+	c := vncCookie(t, e.vncGet(prefix+"/vnc.html?token="+alice, nil))
+	for i := 0; i < 100; i++ {
+		if r := e.vncGet(fmt.Sprintf("%s/core/file%d.js", prefix, i), cookieHdr(c)); r.Status != 200 {
+			t.Fatalf("asset %d: %d %s", i, r.Status, r.Body)
+		}
+	}
+	limited := false
+	for i := 0; i < 200 && !limited; i++ {
+		r := e.vncGet(prefix+"/vnc.html", nil)
+		switch r.Status {
+		case 401:
+		case 429:
+			limited = r.errCode() == "rate_limited" && r.Header.Get("Retry-After") != ""
+		default:
+			t.Fatalf("anonymous request %d: %d %s", i, r.Status, r.Body)
+		}
+	}
+	if !limited {
+		t.Fatal("failed VNC authentications are never rate limited")
+	}
+	// The spent budget is the API's too, but the cookie still carries the open desktop.
+	if r := e.vncGet(prefix+"/core/util.js", cookieHdr(c)); r.Status != 200 {
+		t.Fatalf("asset after the budget is spent: %d", r.Status)
+	}
+}
+
+// ---- the real engine: websockify + TigerVNC in the test image ----
+
+// vncEngine is engine plus what the desktop proxy needs: root, to enter network namespaces.
+func vncEngine(t *testing.T) *env {
+	t.Helper()
+	rt, _ := engine(t)
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("the VNC proxy dials inside container network namespaces, which needs root")
+		}
+		t.Skip("the VNC proxy dials inside container network namespaces, which needs root")
+	}
+	return newEnv(t, withRuntime(rt), withImage())
+}
+
+// waitDesktop polls the proxied page until websockify answers inside the container.
+func (e *env) waitDesktop(prefix, bearer string) {
+	e.t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	var last resp
+	for time.Now().Before(deadline) {
+		last = e.vncGet(prefix+"/vnc.html?path=x", bearerHdr(bearer))
+		if last.Status == 200 && strings.Contains(string(last.Body), "noVNC") {
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	e.t.Fatalf("desktop never answered through the proxy: %d %s", last.Status, last.Body)
+}
+
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("chromium is not installed (apt-get install chromium; scripts/test.sh does)")
+	}
+	t.Skip("chromium is not installed (apt-get install chromium)")
+	return ""
+}
+
+// TestVNCOnRealEngine proxies to the real desktop of a running container: the websocket
+// speaks RFB through the proxy, headless Chromium connects noVNC, and the refusals hold.
+func TestVNCOnRealEngine(t *testing.T) {
+	e := vncEngine(t)
+	aliceID, alice := e.user("alice", "user")
+	_, bob := e.user("bob", "user")
+	hostA := e.newRunningHost(aliceID)
+	prefix := "/v1/user/hosts/" + hostA + "/vnc"
+	e.waitDesktop(prefix, alice)
+
+	t.Run("websocket upgrade returns the RFB banner", func(t *testing.T) {
+		e.t = t
+		for _, p := range []string{prefix, "/v1/admin/hosts/" + hostA + "/vnc"} {
+			tok := alice
+			if strings.HasPrefix(p, "/v1/admin/") {
+				tok = e.admin
+			}
+			ws, res := wsDial(t, e.srv.URL+p+"/websockify", bearerHdr(tok))
+			if ws == nil {
+				b, _ := io.ReadAll(res.Body)
+				t.Fatalf("%s: upgrade refused: %d %s", p, res.StatusCode, b)
+			}
+			if got := ws.readBanner(t); !strings.HasPrefix(got, "RFB 003.00") {
+				t.Fatalf("%s: banner %q, want RFB 003.00x", p, got)
+			}
+			ws.Close()
+		}
+	})
+
+	t.Run("headless chromium connects noVNC", func(t *testing.T) {
+		e.t = t
+		chrome := chromiumPath(t)
+		opts := append(chromedp.DefaultExecAllocatorOptions[:],
+			chromedp.ExecPath(chrome), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1400, 1000))
+		// The whole browser lives at most this long; single actions get no timeout of
+		// their own (a timeout on the first Run would stop the browser, see chromedp.Run).
+		limit, stop := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer stop()
+		actx, cancel := chromedp.NewExecAllocator(limit, opts...)
+		defer cancel()
+		ctx, cancel := chromedp.NewContext(actx)
+		defer cancel()
+
+		// The URL a user is given: the page with their credential, which the server swaps
+		// for a cookie before noVNC loads its modules and opens the websocket.
+		open := e.srv.URL + prefix + "/vnc.html?autoconnect=1&token=" + url.QueryEscape(alice)
+		if err := chromedp.Do(ctx, chromedp.Navigate(open)); err != nil {
+			t.Fatalf("chromium (%s) could not open the page: %v", chrome, err)
+		}
+		type state struct {
+			Connected bool   `json:"connected"`
+			Status    string `json:"status"`
+			W         int    `json:"w"`
+			H         int    `json:"h"`
+			URL       string `json:"url"`
+		}
+		var st state
+		deadline := time.Now().Add(90 * time.Second)
+		for {
+			var err error
+			st, err = chromedp.Run(ctx, chromedp.Evaluate[state](`(() => {
+				const c = document.querySelector('#noVNC_container canvas');
+				const s = document.getElementById('noVNC_status');
+				return {connected: document.documentElement.classList.contains('noVNC_connected'),
+					status: s ? s.textContent : '', w: c ? c.width : 0, h: c ? c.height : 0, url: location.href};
+			})()`))
+			if err == nil && st.Connected && st.W >= 640 && st.H >= 480 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("noVNC did not connect: %+v (err %v)", st, err)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		if strings.Contains(st.URL, "token=") {
+			t.Errorf("the credential stayed in the address bar: %s", st.URL)
+		}
+		if st.W != 1280 || st.H != 800 {
+			t.Errorf("desktop canvas %dx%d, want the container's 1280x800", st.W, st.H)
+		}
+		if p := os.Getenv("CCP_VNC_SCREENSHOT"); p != "" {
+			time.Sleep(2 * time.Second) // let the first framebuffer update paint
+			if png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil {
+				_ = os.WriteFile(p, png, 0o644)
+			}
+		}
+		t.Logf("noVNC: %q, canvas %dx%d", st.Status, st.W, st.H)
+	})
+
+	t.Run("refusals", func(t *testing.T) {
+		e.t = t
+		wantErr(t, e.vncGet(prefix+"/vnc.html", nil), 401, "unauthenticated")
+		wantErr(t, e.vncGet(prefix+"/vnc.html", bearerHdr(bob)), 404, "not_found")
+		ws, res := wsDial(t, e.srv.URL+prefix+"/websockify", bearerHdr(bob))
+		if ws != nil || res.StatusCode != 404 {
+			t.Fatalf("bob's websocket to alice's desktop: %d", res.StatusCode)
+		}
+		wantErr(t, e.vncGet("/v1/admin/hosts/"+hostA+"/vnc/vnc.html", bearerHdr(alice)), 403, "forbidden")
+		e.mustSucceed(e.action("POST", "/v1/admin/hosts/"+hostA+"/stop"))
+		wantErr(t, e.vncGet(prefix+"/vnc.html", bearerHdr(alice)), 409, "host_not_running")
+		ws, res = wsDial(t, e.srv.URL+prefix+"/websockify", bearerHdr(alice))
+		if ws != nil || res.StatusCode != 409 {
+			t.Fatalf("websocket to a stopped host: %d", res.StatusCode)
+		}
+	})
+}
