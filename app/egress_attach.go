@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
@@ -37,29 +38,58 @@ func (s *Service) boundEgress(ctx context.Context, hostID string) (EgressIP, boo
 	return e, found, err
 }
 
-// attachEgress attaches the host's bound egress tunnel to its running container. Without a
+// egressAttach is what attachBound did: the host's bound egress (bound is false when it
+// has none) and the pid of the container it was attached to (0 when none runs).
+type egressAttach struct {
+	bound bool
+	e     EgressIP
+	pid   int
+}
+
+// attachBound attaches the host's bound egress tunnel to its running container. Without a
 // binding, or without a tunnel room that can attach, it does nothing.
-func (s *Service) attachEgress(ctx context.Context, hostID string) error {
+func (s *Service) attachBound(ctx context.Context, hostID string) (egressAttach, error) {
 	a, ok := s.attacher()
 	if !ok {
-		return nil
+		return egressAttach{}, nil
 	}
 	e, found, err := s.boundEgress(ctx, hostID)
 	if err != nil || !found {
-		return err
+		return egressAttach{}, err
 	}
+	out := egressAttach{bound: true, e: e}
 	rh, err := s.runtime.Inspect(ctx, hostID)
 	if err != nil {
-		return err
+		return out, err
 	}
 	if rh.State != StateRunning || rh.Pid <= 0 {
-		return nil // attached on the next start
+		return out, nil // attached on the next start
 	}
 	if err := a.Attach(ctx, hostID, rh.Pid, e); err != nil {
-		return &Error{Kind: KindUnavailable, Code: "egress_attach_failed",
-			Message: fmt.Sprintf("egress %s (%s) could not be attached: %s", e.Label, e.IPAddress, AsError(err).Message), Err: err}
+		return out, &Error{Kind: KindUnavailable, Code: codeAttachFailed,
+			Message: fmt.Sprintf("egress %s (%s) could not be attached: %s", e.Label, e.IPAddress, egressErrText(err)), Err: err}
 	}
-	return nil
+	out.pid = rh.Pid
+	return out, nil
+}
+
+// egressErrText is the text of an error from the egress room. Its plain errors are the
+// server's own account of a tunnel (no client input), kept rather than flattened to
+// "internal error": an operator needs to tell one failure from another.
+func egressErrText(err error) string {
+	var ae *Error
+	if errors.As(err, &ae) {
+		return ae.Message
+	}
+	return truncate(err.Error(), 300)
+}
+
+const codeAttachFailed = "egress_attach_failed"
+
+// attachEgress is attachBound for callers that only need to know whether it worked.
+func (s *Service) attachEgress(ctx context.Context, hostID string) error {
+	_, err := s.attachBound(ctx, hostID)
+	return err
 }
 
 func (s *Service) detachEgress(ctx context.Context, hostID string) error {
@@ -71,24 +101,58 @@ func (s *Service) detachEgress(ctx context.Context, hostID string) error {
 }
 
 // applyBinding attaches or detaches right after a binding changed, so a running host's
-// traffic follows its binding at once. The outcome is an event.
+// traffic follows its binding at once. The outcome is an event; after an attach the
+// host's egress is checked from inside its container in the background.
 func (s *Service) applyBinding(ctx context.Context, p Principal, hostID string, bound bool) {
 	if _, ok := s.attacher(); !ok {
 		return
 	}
-	var err error
+	var (
+		err error
+		at  egressAttach
+	)
 	action := "egress.attach"
 	if bound {
-		err = s.attachEgress(ctx, hostID)
+		at, err = s.attachBound(ctx, hostID)
 	} else {
 		action = "egress.detach"
 		err = s.detachEgress(ctx, hostID)
 	}
+	var h Host
+	if gerr := s.store.View(ctx, func(tx Tx) error {
+		var err error
+		h, err = tx.GetHost(hostID)
+		return err
+	}); gerr != nil && !isNotFound(gerr) {
+		s.log.Warn("reading host after a binding change", "host", hostID, "err", gerr)
+	}
 	e := s.event(p, action, ResultSuccess)
-	e.TargetType, e.TargetID, e.HostID = "host", hostID, hostID
+	e.TargetType, e.TargetID, e.HostID, e.UserID = "host", hostID, hostID, h.UserID
 	if err != nil {
 		e.Result, e.Message = ResultFailure, AsError(err).Message
 		s.log.Warn(action, "host", hostID, "err", err)
 	}
 	s.record(ctx, e)
+	if h.ID == "" {
+		return
+	}
+	switch {
+	case !bound:
+		// No egress, nothing that can fail: an unavailable host is running again.
+		s.reconcile.forget(hostID)
+		if err := s.clearUnavailable(ctx, hostID); err != nil {
+			s.log.Warn("clearing unavailable after unbind", "host", hostID, "err", err)
+		}
+	case err != nil && AsError(err).Code == codeAttachFailed:
+		// Recorded above; the reconciler retries without recording it again.
+		s.reconcile.mu.Lock()
+		m := s.reconcile.memo(hostID)
+		m.attachFail, m.checked = AsError(err).Message, ""
+		s.reconcile.mu.Unlock()
+		if _, err := s.applyVerdict(ctx, hostID, egressVerdict{egressID: at.e.ID, reason: AsError(err).Message}, nil); err != nil {
+			s.log.Warn("marking host unavailable", "host", hostID, "err", err)
+		}
+	case err == nil && at.pid > 0:
+		s.startCheck(h, at, CheckTriggerBind)
+	}
 }

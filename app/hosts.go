@@ -79,22 +79,26 @@ type EgressRef struct {
 
 // HostView is a host as clients see it.
 type HostView struct {
-	ID            string     `json:"id"`
-	ShortID       string     `json:"short_id"`
-	UserID        string     `json:"user_id"`
-	Username      string     `json:"username"`
-	Image         string     `json:"image"`
-	CPU           float64    `json:"cpu"`
-	MemoryMB      int64      `json:"memory_mb"`
-	PIDs          int64      `json:"pids"`
-	Status        string     `json:"status"`
-	DesiredState  string     `json:"desired_state"`
-	ActiveTaskID  string     `json:"active_task_id,omitempty"`
-	LastError     string     `json:"last_error,omitempty"`
-	AccessCommand string     `json:"access_command"`
-	Egress        *EgressRef `json:"egress_ip"`
-	CreatedAt     string     `json:"created_at"`
-	UpdatedAt     string     `json:"updated_at"`
+	ID           string  `json:"id"`
+	ShortID      string  `json:"short_id"`
+	UserID       string  `json:"user_id"`
+	Username     string  `json:"username"`
+	Image        string  `json:"image"`
+	CPU          float64 `json:"cpu"`
+	MemoryMB     int64   `json:"memory_mb"`
+	PIDs         int64   `json:"pids"`
+	Status       string  `json:"status"`
+	DesiredState string  `json:"desired_state"`
+	ActiveTaskID string  `json:"active_task_id,omitempty"`
+	LastError    string  `json:"last_error,omitempty"`
+	// UnavailableReason is set while Status is "unavailable": why the host's egress failed.
+	UnavailableReason string `json:"unavailable_reason,omitempty"`
+	// EgressCheck is the last egress check run inside the host's container, if any.
+	EgressCheck   *HostEgressCheck `json:"egress_check,omitempty"`
+	AccessCommand string           `json:"access_command"`
+	Egress        *EgressRef       `json:"egress_ip"`
+	CreatedAt     string           `json:"created_at"`
+	UpdatedAt     string           `json:"updated_at"`
 }
 
 const timeFormat = "2006-01-02T15:04:05.999999999Z07:00"
@@ -113,9 +117,12 @@ func (s *Service) viewHost(tx Tx, h Host, users map[string]string) (HostView, er
 	}
 	v := HostView{ID: h.ID, ShortID: h.ShortID, UserID: h.UserID, Username: name, Image: h.Image, CPU: h.CPU,
 		MemoryMB: h.MemoryMB, PIDs: h.PIDs, Status: h.Status, DesiredState: h.DesiredState,
-		ActiveTaskID: h.ActiveTaskID, LastError: h.LastError,
+		ActiveTaskID: h.ActiveTaskID, LastError: h.LastError, EgressCheck: h.EgressCheck,
 		AccessCommand: s.accessCommand(name, h.ShortID),
 		CreatedAt:     h.CreatedAt.Format(timeFormat), UpdatedAt: h.UpdatedAt.Format(timeFormat)}
+	if h.Status == HostUnavailable {
+		v.UnavailableReason = h.UnavailableReason
+	}
 	b, err := tx.GetBindingByHost(h.ID)
 	if err == nil {
 		ref := &EgressRef{ID: b.EgressIPID, BindingID: b.ID}

@@ -159,12 +159,47 @@ func (s *Service) startContainer(ctx context.Context, r *taskRun, h Host) error 
 		if _, bound, err := s.boundEgress(ctx, h.ID); err != nil {
 			return err
 		} else if bound {
-			if err := r.step(ctx, "attach egress tunnel", func() error { return s.attachEgress(ctx, h.ID) }); err != nil {
+			var at egressAttach
+			if err := r.step(ctx, "attach egress tunnel", func() error {
+				var err error
+				at, err = s.attachBound(ctx, h.ID)
 				return err
+			}); err != nil {
+				return err
+			}
+			s.reconcile.mu.Lock()
+			s.reconcile.memo(h.ID).attachFail = ""
+			s.reconcile.mu.Unlock()
+			if hc, ok := s.hostChecker(); ok && at.pid > 0 {
+				return s.verifyEgressStep(ctx, r, hc, h, at)
 			}
 		}
 	}
-	return s.setHostStatus(ctx, h.ID, HostRunning)
+	return s.markRunning(ctx, h.ID, r.t.ID)
+}
+
+// verifyEgressStep checks the just attached egress from inside the container as a task
+// step. A failed check fails the step, not the task: the host runs, marked unavailable
+// with the reason (checkHost records that, and the event).
+func (s *Service) verifyEgressStep(ctx context.Context, r *taskRun, hc HostChecker, h Host, at egressAttach) error {
+	const name = "verify egress (connectivity, exit IP, DNS leak)"
+	var skipped bool
+	err := r.step(ctx, name, func() error {
+		var err error
+		skipped, err = s.checkHost(ctx, hc, h, at, CheckTriggerStart, r.t.ID)
+		return err
+	})
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if skipped {
+		r.t.Steps[len(r.t.Steps)-1].Name = name + ": skipped, no check service configured"
+		r.save(ctx)
+	}
+	if err != nil {
+		s.log.Warn("egress check after start", "host", h.ID, "err", err)
+	}
+	return nil
 }
 
 // execReadier is implemented by runtimes that can tell when a started container accepts
@@ -185,6 +220,9 @@ func (s *Service) setHostStatus(ctx context.Context, hostID, status string) erro
 			return err
 		}
 		h.Status, h.UpdatedAt = status, s.Now()
+		if status == HostStopped {
+			h.UnavailableReason = "" // nothing runs, nothing is unavailable
+		}
 		return tx.PutHost(h)
 	})
 }

@@ -81,6 +81,10 @@ const (
 	HostRebuilding = "rebuilding"
 	HostDeleting   = "deleting"
 	HostError      = "error"
+	// HostUnavailable is a running host whose egress failed: its tunnel could not be
+	// attached or it failed the checks run from inside its container. UnavailableReason
+	// says why; a later attach and passing check make it running again.
+	HostUnavailable = "unavailable"
 	// HostDeleted is only a desired state: the host is on its way out.
 	HostDeleted = "deleted"
 )
@@ -93,18 +97,34 @@ type Host struct {
 	Image   string `json:"image"`
 	// CustomImage is true when the host was created with an explicit image; otherwise a
 	// rebuild moves it to the server's current managed image.
-	CustomImage     bool      `json:"custom_image,omitempty"`
-	CPU             float64   `json:"cpu"`
-	MemoryMB        int64     `json:"memory_mb"`
-	PIDs            int64     `json:"pids"`
-	Status          string    `json:"status"`
-	DesiredState    string    `json:"desired_state"` // running, stopped or deleted
-	ContainerID     string    `json:"container_id,omitempty"`
-	ActiveTaskID    string    `json:"active_task_id,omitempty"`
-	LastError       string    `json:"last_error,omitempty"`
-	SSHPasswordHash string    `json:"ssh_password_hash,omitempty"`
-	CreatedAt       time.Time `json:"created_at"`
-	UpdatedAt       time.Time `json:"updated_at"`
+	CustomImage     bool    `json:"custom_image,omitempty"`
+	CPU             float64 `json:"cpu"`
+	MemoryMB        int64   `json:"memory_mb"`
+	PIDs            int64   `json:"pids"`
+	Status          string  `json:"status"`
+	DesiredState    string  `json:"desired_state"` // running, stopped or deleted
+	ContainerID     string  `json:"container_id,omitempty"`
+	ActiveTaskID    string  `json:"active_task_id,omitempty"`
+	LastError       string  `json:"last_error,omitempty"`
+	SSHPasswordHash string  `json:"ssh_password_hash,omitempty"`
+	// UnavailableReason is why the host is unavailable (Status HostUnavailable): its
+	// egress could not be attached or failed its check. Cleared by a passing check, an
+	// unbind or a stop; shown to clients only while the status is unavailable.
+	UnavailableReason string `json:"unavailable_reason,omitempty"`
+	// EgressCheck is the last verification of the host's egress from inside its container.
+	EgressCheck *HostEgressCheck `json:"egress_check,omitempty"`
+	CreatedAt   time.Time        `json:"created_at"`
+	UpdatedAt   time.Time        `json:"updated_at"`
+}
+
+// HostEgressCheck is the outcome of the last egress check run inside a host's container.
+type HostEgressCheck struct {
+	OK         bool          `json:"ok"`
+	EgressIPID string        `json:"egress_ip_id"`
+	Trigger    string        `json:"trigger"` // start, bind, reattach, recheck
+	CheckedAt  time.Time     `json:"checked_at"`
+	DurationMS int64         `json:"duration_ms"`
+	Checks     []EgressCheck `json:"checks"`
 }
 
 // Binding ties a host to the egress IP its traffic leaves through. A host has at most one.

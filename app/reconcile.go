@@ -22,10 +22,12 @@ type reconcileState struct {
 	attempts map[string]int
 	next     map[string]time.Time
 	orphans  map[string]bool
+	egress   map[string]*egressMemo // per host: attach failures recorded, checks run
 }
 
 func newReconcileState() *reconcileState {
-	return &reconcileState{attempts: map[string]int{}, next: map[string]time.Time{}, orphans: map[string]bool{}}
+	return &reconcileState{attempts: map[string]int{}, next: map[string]time.Time{}, orphans: map[string]bool{},
+		egress: map[string]*egressMemo{}}
 }
 
 // ReconcileReport says what one pass did.
@@ -108,22 +110,27 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
 				delete(st.next, h.ID)
 			}
 			st.mu.Unlock()
-			if h.Status != HostRunning {
-				_ = s.setHostStatus(ctx, h.ID, HostRunning)
+			if h.Status != HostRunning && h.Status != HostUnavailable {
+				// Running again; unavailable still when the last verdict on this
+				// container's egress says so (the egress pass below revisits it).
+				status := HostRunning
+				if h.UnavailableReason != "" {
+					status = HostUnavailable
+				}
+				if s.setHostStatus(ctx, h.ID, status) == nil {
+					h.Status = status
+				}
 			}
 			// Re-attach the egress after a container or server restart (a no-op when the
-			// same container already has it).
-			if err := s.attachEgress(ctx, h.ID); err != nil {
-				e := s.event(systemPrincipal(), "egress.attach", ResultFailure)
-				e.TargetType, e.TargetID, e.HostID, e.UserID, e.Message = "host", h.ID, h.ID, h.UserID, AsError(err).Message
-				s.record(ctx, e)
-			}
+			// same container already has it) and check a container not yet checked.
+			s.reconcileEgress(ctx, h)
 		case h.DesiredState == HostStopped && (!ok || c.State != StateRunning):
 			if h.Status != HostStopped && h.Status != HostError {
 				_ = s.setHostStatus(ctx, h.ID, HostStopped)
 			}
 		}
 	}
+	st.pruneEgressMemos(known)
 	for _, c := range actual {
 		if known[c.HostID] {
 			continue

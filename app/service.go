@@ -79,6 +79,10 @@ type Service struct {
 	running map[string]bool // task ids being executed by this process
 
 	hostList hostListCache // the full host listing, for ListHostsVersioned
+
+	bgCtx    context.Context // set by Start: background work ends with it (guarded by mu)
+	checks   sync.WaitGroup  // background egress checks
+	checkSem chan struct{}   // bounds them
 }
 
 // New builds a Service. Call Start to run its task workers.
@@ -146,6 +150,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 		tokenUse:  newTokenUseTracker(),
 		reconcile: newReconcileState(),
 		running:   map[string]bool{},
+		checkSem:  make(chan struct{}, hostCheckConcurrency),
 	}, nil
 }
 

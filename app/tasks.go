@@ -66,6 +66,9 @@ func (s *Service) Start(ctx context.Context) (wait func(), err error) {
 		return nil, err
 	}
 	s.enqueue(queued...)
+	s.mu.Lock()
+	s.bgCtx = ctx
+	s.mu.Unlock()
 	var wg sync.WaitGroup
 	for i := 0; i < s.cfg.Workers; i++ {
 		wg.Add(1)
@@ -86,7 +89,7 @@ func (s *Service) Start(ctx context.Context) (wait func(), err error) {
 			s.watch(ctx)
 		}()
 	}
-	return wg.Wait, nil
+	return func() { wg.Wait(); s.checks.Wait() }, nil
 }
 
 func (s *Service) worker(ctx context.Context) {

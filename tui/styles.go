@@ -52,7 +52,7 @@ func (s styles) state(v string) lipgloss.Style {
 	switch v {
 	case "running", "active", "succeeded", "success", "done", "yes", "rw":
 		return s.okText
-	case "error", "failed", "failure", "denied", "disabled", "expired", "inactive":
+	case "error", "failed", "failure", "denied", "disabled", "expired", "inactive", "unavailable":
 		return s.errText
 	case "creating", "starting", "stopping", "rebuilding", "deleting", "queued", "pending":
 		return s.warnText

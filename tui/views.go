@@ -569,6 +569,17 @@ func hostDetail(m *Model, r row) []string {
 	if h.LastError != "" {
 		out = append(out, m.kvStyled("Last error", m.st.errText.Render(sanitize(h.LastError))))
 	}
+	if h.UnavailableReason != "" {
+		out = append(out, m.kvStyled("Unavailable", m.st.errText.Render(sanitize(h.UnavailableReason))))
+	}
+	if c := h.EgressCheck; c != nil {
+		verdict := m.st.okText.Render("passed")
+		if !c.OK {
+			verdict = m.st.errText.Render("failed")
+		}
+		out = append(out, m.kvStyled("Egress check", fmt.Sprintf("%s · after %s · %s · %d ms",
+			verdict, sanitize(c.Trigger), fmtTime(c.CheckedAt), c.DurationMS)))
+	}
 	if h.ActiveTaskID != "" {
 		out = append(out, "", m.section("Active task"))
 		t, err := m.svc.GetTask(m.ctx, m.p, h.ActiveTaskID)

@@ -1,0 +1,4 @@
+package app
+
+// WaitHostChecks waits for the egress checks running in the background (tests only).
+func (s *Service) WaitHostChecks() { s.checks.Wait() }
