@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strings"
 	"time"
 )
@@ -18,17 +19,38 @@ type HostChecker interface {
 	CheckHost(ctx context.Context, hostID string, pid int, e EgressIP) (EgressTestResult, error)
 }
 
+// TunnelTraffic is implemented by egress rooms that count what a host's tunnel exchanges
+// with its far end. It is optional: a cheap look (no packet is sent) that lets the
+// reconciler check a host at once when its tunnel keeps sending without hearing anything
+// back, rather than at its next periodic check. The check stays the only verdict.
+type TunnelTraffic interface {
+	// TunnelTraffic returns the bytes received from and sent to the far end of the host's
+	// tunnel since it was attached; ok is false when the host has no tunnel.
+	TunnelTraffic(hostID string) (rx, tx uint64, ok bool)
+}
+
 // Why a host's egress is checked.
 const (
 	CheckTriggerStart    = "start"    // a start task attached the tunnel
 	CheckTriggerBind     = "bind"     // a binding was created for a running host
 	CheckTriggerReattach = "reattach" // the reconciler attached (or found) the tunnel of a container not yet checked
-	CheckTriggerRecheck  = "recheck"  // the reconciler retries an unavailable host
+	CheckTriggerRecheck  = "recheck"  // the periodic check of a running host (Config.EgressRecheckInterval), or the retry of an unavailable one
+	CheckTriggerStall    = "stall"    // the tunnel sent and received nothing back for StallWindow (TunnelTraffic)
 )
 
-// HostRecheckInterval is how often the reconciler checks an unavailable host's egress
-// again, so a host recovers once its tunnel works without waiting for a restart.
+// HostRecheckInterval is the default of Config.EgressRecheckInterval, and how often an
+// unavailable host's egress is checked again at the longest, so a host recovers once its
+// tunnel works without waiting for a restart.
 const HostRecheckInterval = 5 * time.Minute
+
+// StallWindow is how long a tunnel may send without receiving anything before the host is
+// checked at once. A live WireGuard peer answers any packet within 10 s (a keepalive at
+// least), so a window of 20 s with traffic out and nothing in is suspicious. A stall check
+// runs at most once per stallCheckSpacing after the host's previous check.
+const (
+	StallWindow       = 20 * time.Second
+	stallCheckSpacing = time.Minute
+)
 
 // hostCheckConcurrency bounds the egress checks running in the background.
 const hostCheckConcurrency = 4
@@ -45,9 +67,46 @@ func (s *Service) hostChecker() (HostChecker, bool) {
 type egressMemo struct {
 	attachFail string    // the attach failure last recorded as an event ("" after a success)
 	checked    string    // checkKey of the last check run (or started)
-	next       time.Time // when an unavailable host is checked again
+	at         time.Time // when the last check ended: the next one is scheduled from it
 	outcome    string    // outcomeKey of the last check, so unchanged re-checks stay quiet
 	running    bool      // a background check is in flight
+	traffic    trafficSample
+}
+
+// trafficSample is a look at a tunnel's byte counters (TunnelTraffic).
+type trafficSample struct {
+	key    string // checkKey of the attachment counted
+	rx, tx uint64
+	at     time.Time
+}
+
+// recheckEvery is the period of a running host's periodic egress check: the configured
+// interval, at most HostRecheckInterval while the host is unavailable (so it recovers),
+// and 0 (never) for a healthy host when periodic checks are disabled.
+func (s *Service) recheckEvery(unavailable bool) time.Duration {
+	p := s.cfg.EgressRecheckInterval
+	if unavailable && (p <= 0 || p > HostRecheckInterval) {
+		return HostRecheckInterval
+	}
+	return max(p, 0)
+}
+
+// checkSlot is when a host checked at last (or whose check ended then) is due again with
+// period p: at its own moment of the period, a hash of its id, at least p/2 and less than
+// 3p/2 after last. A thousand hosts attached together (a server restart) are thus checked
+// about evenly over the period afterwards rather than all in the same pass, and each keeps
+// its moment from one period to the next.
+func checkSlot(hostID string, last time.Time, p time.Duration) time.Time {
+	f := fnv.New64a()
+	f.Write([]byte(hostID))
+	off := int64(f.Sum64() % uint64(p))
+	// The first slot (k*p + off, in Unix nanoseconds) at or after last + p/2.
+	base := last.Add(p/2).UnixNano() - off
+	k := base / int64(p)
+	if k*int64(p) < base {
+		k++
+	}
+	return time.Unix(0, k*int64(p)+off).UTC()
 }
 
 func checkKey(pid int, e EgressIP) string {
@@ -195,8 +254,8 @@ func (s *Service) checkHost(ctx context.Context, hc HostChecker, h Host, a egres
 	st := s.reconcile
 	st.mu.Lock()
 	m := st.memo(h.ID)
-	quiet := trigger == CheckTriggerRecheck && m.outcome == outcome
-	m.checked, m.outcome, m.next = key, outcome, s.Now().Add(HostRecheckInterval)
+	quiet := (trigger == CheckTriggerRecheck || trigger == CheckTriggerStall) && m.outcome == outcome
+	m.checked, m.outcome, m.at = key, outcome, s.Now()
 	st.mu.Unlock()
 
 	unconfigured := err != nil && errors.Is(err, errChecksUnconfigured)
@@ -348,8 +407,8 @@ func (s *Service) backgroundContext() context.Context {
 // reconcileEgress keeps a running bound host's egress attached and checked: it attaches
 // (a no-op when the same container has it), records an attach failure once per reason
 // (until it changes or attaching succeeds) and marks the host unavailable meanwhile, and
-// checks the egress of a container not yet checked, or again every HostRecheckInterval
-// while the host is unavailable.
+// checks the egress of a container not yet checked, again once per recheckEvery (at the
+// host's own moment, checkSlot), and at once when its tunnel stalls (TunnelTraffic).
 func (s *Service) reconcileEgress(ctx context.Context, h Host) {
 	if _, ok := s.attacher(); !ok {
 		return
@@ -410,19 +469,54 @@ func (s *Service) reconcileEgress(ctx context.Context, h Host) {
 		return
 	}
 	key := checkKey(a.pid, a.e)
+	now := s.Now()
+	stalled := s.trafficStalled(h.ID, key, now)
 	st.mu.Lock()
 	trigger := ""
+	p := s.recheckEvery(h.Status == HostUnavailable)
 	switch {
 	case m.running:
 	case m.checked != key:
 		trigger = CheckTriggerReattach
-	case h.Status == HostUnavailable && !s.Now().Before(m.next):
+	case p > 0 && !now.Before(checkSlot(h.ID, m.at, p)):
 		trigger = CheckTriggerRecheck
+	case stalled && m.outcome == "ok" && h.Status == HostRunning && !now.Before(m.at.Add(stallCheckSpacing)):
+		trigger = CheckTriggerStall
 	}
 	st.mu.Unlock()
 	if trigger != "" {
 		s.startCheck(h, a, trigger)
 	}
+}
+
+// trafficStalled looks at the counters of the host's tunnel (when the egress room has
+// them) and reports whether, over the last StallWindow or more, it sent something and
+// received nothing. The look is kept until the window has passed, so frequent passes
+// (engine events) do not shrink it.
+func (s *Service) trafficStalled(hostID, key string, now time.Time) bool {
+	tt, ok := s.tunnel.(TunnelTraffic)
+	if !ok {
+		return false
+	}
+	rx, tx, ok := tt.TunnelTraffic(hostID)
+	st := s.reconcile
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	m := st.memo(hostID)
+	prev := m.traffic
+	cur := trafficSample{key: key, rx: rx, tx: tx, at: now}
+	switch {
+	case !ok:
+		m.traffic = trafficSample{}
+		return false
+	case prev.key != key || rx < prev.rx || tx < prev.tx:
+		m.traffic = cur // a new tunnel (or counters that restarted): start over
+		return false
+	case now.Sub(prev.at) < StallWindow:
+		return false
+	}
+	m.traffic = cur
+	return tx > prev.tx && rx == prev.rx
 }
 
 // pruneEgressMemos forgets the egress memory of hosts that no longer exist.

@@ -200,7 +200,11 @@ type hcEnv struct {
 	egress app.EgressIP
 }
 
-func newHCEnv(t *testing.T, tun app.Tunnel) *hcEnv {
+// recheckDue is a clock step after which a host checked now is due again with period p:
+// its moment (checkSlot) lies within [p/2, 3p/2) of its last check.
+func recheckDue(p time.Duration) time.Duration { return p*3/2 + time.Second }
+
+func newHCEnv(t *testing.T, tun app.Tunnel, opts ...func(*app.Config)) *hcEnv {
 	t.Helper()
 	db, err := storage.Open(filepath.Join(t.TempDir(), "hc.db"), storage.Options{MaxBatchDelay: time.Millisecond})
 	if err != nil {
@@ -209,7 +213,11 @@ func newHCEnv(t *testing.T, tun app.Tunnel) *hcEnv {
 	t.Cleanup(func() { db.Close() })
 	clk := &hcClock{t: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
 	rt := newHCRuntime()
-	svc, err := app.New(app.Config{JWTSecret: []byte(strings.Repeat("s", 40)), BcryptCost: 4, ReconcileInterval: -1, Workers: 2},
+	cfg := app.Config{JWTSecret: []byte(strings.Repeat("s", 40)), BcryptCost: 4, ReconcileInterval: -1, Workers: 2}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	svc, err := app.New(cfg,
 		app.Deps{Store: db, Runtime: rt, Tunnel: tun, Clock: clk, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -382,7 +390,7 @@ func TestHostCheckAfterStart(t *testing.T) {
 			t.Fatalf("reconcile changed the status to %q", h.Status)
 		}
 		// After the re-check interval the host is checked again; the same failure stays quiet.
-		e.clock.Add(app.HostRecheckInterval + time.Second)
+		e.clock.Add(recheckDue(app.HostRecheckInterval))
 		e.reconcile()
 		e.reconcile()
 		if n := tun.callCount(); n != calls+1 {
@@ -395,7 +403,7 @@ func TestHostCheckAfterStart(t *testing.T) {
 
 	t.Run("a later passing check clears it", func(t *testing.T) {
 		tun.script(passing(), nil)
-		e.clock.Add(app.HostRecheckInterval + time.Second)
+		e.clock.Add(recheckDue(app.HostRecheckInterval))
 		e.reconcile()
 		h := e.host(id)
 		if h.Status != app.HostRunning || h.UnavailableReason != "" || h.EgressCheck == nil || !h.EgressCheck.OK ||
@@ -406,12 +414,23 @@ func TestHostCheckAfterStart(t *testing.T) {
 		if len(evs) != 3 || evs[0].Result != app.ResultSuccess || !strings.Contains(evs[0].Message, "host available again") {
 			t.Fatalf("events %+v", evs)
 		}
-		// Running and checked: no more checks.
+		// Running and checked: checked again periodically (the default interval), quietly.
 		calls := tun.callCount()
-		e.clock.Add(2 * app.HostRecheckInterval)
 		e.reconcile()
 		if tun.callCount() != calls {
-			t.Fatal("a healthy checked host was checked again")
+			t.Fatal("a healthy host was checked again at once")
+		}
+		e.clock.Add(recheckDue(app.HostRecheckInterval))
+		e.reconcile()
+		e.reconcile()
+		if n := tun.callCount(); n != calls+1 {
+			t.Fatalf("want one periodic check of the healthy host, got %d", n-calls)
+		}
+		if h := e.host(id); h.Status != app.HostRunning || h.EgressCheck.Trigger != app.CheckTriggerRecheck {
+			t.Fatalf("status %q check %+v", h.Status, h.EgressCheck)
+		}
+		if evs := e.events(id, "egress.check"); len(evs) != 3 {
+			t.Fatalf("an unchanged periodic check recorded an event: %+v", evs[0])
 		}
 	})
 

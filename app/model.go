@@ -121,7 +121,7 @@ type Host struct {
 type HostEgressCheck struct {
 	OK         bool          `json:"ok"`
 	EgressIPID string        `json:"egress_ip_id"`
-	Trigger    string        `json:"trigger"` // start, bind, reattach, recheck
+	Trigger    string        `json:"trigger"` // start, bind, reattach, recheck, stall
 	CheckedAt  time.Time     `json:"checked_at"`
 	DurationMS int64         `json:"duration_ms"`
 	Checks     []EgressCheck `json:"checks"`

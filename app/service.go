@@ -48,6 +48,14 @@ type Config struct {
 	EventRetention time.Duration
 	// TaskRetention is how long finished tasks are kept; 0 keeps them forever.
 	TaskRetention time.Duration
+	// EgressRecheckInterval is how often the reconciler checks again, from inside its
+	// container, the egress of every running host with a bound egress, so a tunnel that dies
+	// under a running container marks the host unavailable (and a later pass clears it).
+	// Each host is checked at its own moment of the interval (spread, not all at once), at
+	// the first reconcile pass after it. 0 means HostRecheckInterval; negative disables the
+	// checks of healthy hosts (an unavailable host is still checked again every
+	// HostRecheckInterval, or every EgressRecheckInterval when that is shorter).
+	EgressRecheckInterval time.Duration
 }
 
 // Deps are the parts the service stands on.
@@ -119,6 +127,9 @@ func New(cfg Config, d Deps) (*Service, error) {
 	}
 	if cfg.ReconcileInterval == 0 {
 		cfg.ReconcileInterval = ReconcileInterval
+	}
+	if cfg.EgressRecheckInterval == 0 {
+		cfg.EgressRecheckInterval = HostRecheckInterval
 	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = 4

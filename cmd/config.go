@@ -38,6 +38,17 @@ type Config struct {
 	EgressCheckServerURL string
 	EgressCheckDNSZone   string
 	EgressCheckURL       string
+	// EgressRecheckInterval is EGRESS_RECHECK_INTERVAL; 0 disables (see egressRecheck).
+	EgressRecheckInterval time.Duration
+}
+
+// egressRecheck is app.Config.EgressRecheckInterval for EGRESS_RECHECK_INTERVAL, whose 0
+// disables the periodic checks (app's 0 would mean its default).
+func (c Config) egressRecheck() time.Duration {
+	if c.EgressRecheckInterval == 0 {
+		return -1
+	}
+	return c.EgressRecheckInterval
 }
 
 // Key describes one configuration key; the README's table is generated from the same list.
@@ -182,6 +193,14 @@ func Keys() []Key {
 				return fmt.Errorf("must be an http:// or https:// URL")
 			}
 			c.EgressCheckURL = v
+			return nil
+		}},
+		{"EGRESS_RECHECK_INTERVAL", "5m", "How often the egress of every running host with a bound egress is checked again from inside its container (a Go duration from 10s to 24h), each host at its own moment of the interval: a failing check marks the host unavailable, a later pass clears it, an unchanged result records no event. 0 disables these checks of healthy hosts (an unavailable host is still retried every 5m, or sooner with a shorter interval).", func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || (d != 0 && (d < 10*time.Second || d > 24*time.Hour)) {
+				return fmt.Errorf("must be 0 or a duration from 10s to 24h (e.g. 5m)")
+			}
+			c.EgressRecheckInterval = d
 			return nil
 		}},
 		{"RUNTIME", "docker", "Container engine: docker (the engine found through DOCKER_HOST or its socket).", oneOf([]string{"docker"}, func(c *Config) *string { return &c.Runtime })},

@@ -32,25 +32,26 @@ func TestLoadConfigDefaults(t *testing.T) {
 		t.Fatalf("LoadConfig with nothing set: %v", err)
 	}
 	want := cmd.Config{
-		AdminUsername:        "admin",
-		AdminPassword:        "",
-		JWTSecret:            "",
-		DataDir:              "./data",
-		HTTPAddr:             ":8080",
-		SSHAddr:              ":22",
-		SSHProxyPort:         2222,
-		LogFormat:            "text",
-		LogLevel:             "info",
-		RateLimitPerMinute:   120,
-		BcryptCost:           10,
-		ManagedImage:         "cloud-cli-proxy/managed:latest",
-		PublicHost:           "localhost",
-		UnboundHostNetwork:   "none",
-		JWTTTL:               12 * time.Hour,
-		TokenMaxLifetimeDays: 0,
-		EventRetentionDays:   365,
-		TaskRetentionDays:    90,
-		Runtime:              "docker",
+		AdminUsername:         "admin",
+		AdminPassword:         "",
+		JWTSecret:             "",
+		DataDir:               "./data",
+		HTTPAddr:              ":8080",
+		SSHAddr:               ":22",
+		SSHProxyPort:          2222,
+		LogFormat:             "text",
+		LogLevel:              "info",
+		RateLimitPerMinute:    120,
+		BcryptCost:            10,
+		ManagedImage:          "cloud-cli-proxy/managed:latest",
+		PublicHost:            "localhost",
+		UnboundHostNetwork:    "none",
+		JWTTTL:                12 * time.Hour,
+		TokenMaxLifetimeDays:  0,
+		EventRetentionDays:    365,
+		TaskRetentionDays:     90,
+		Runtime:               "docker",
+		EgressRecheckInterval: 5 * time.Minute,
 	}
 	if c != want {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -188,6 +189,7 @@ var badValues = map[string][]string{
 	"EGRESS_CHECK_SERVER_URL": {"check.example:80", "ftp://x"},
 	"EGRESS_CHECK_DNS_ZONE":   {"bad zone", "-x.example"},
 	"EGRESS_CHECK_URL":        {"example.com/ok"},
+	"EGRESS_RECHECK_INTERVAL": {"5", "-1m", "9s", "25h", "soon", ""},
 }
 
 func TestLoadConfigBadValues(t *testing.T) {
@@ -241,6 +243,7 @@ func TestLoadConfigGoodEdgeValues(t *testing.T) {
 		"JWT_TTL":                 "1m",
 		"TOKEN_MAX_LIFETIME_DAYS": "3650",
 		"LOG_FORMAT":              "json",
+		"EGRESS_RECHECK_INTERVAL": "10s",
 	}
 	c, err := cmd.LoadConfig([]string{"--ssh-addr="}, envOf(env), io.Discard)
 	if err != nil {
@@ -248,7 +251,8 @@ func TestLoadConfigGoodEdgeValues(t *testing.T) {
 	}
 	if c.SSHAddr != "" || c.SSHProxyPort != 65535 || c.RateLimitPerMinute != 0 || c.BcryptCost != 4 ||
 		c.JWTTTL != time.Minute || c.TokenMaxLifetimeDays != 3650 || c.AdminUsername != "a.b_c-9" ||
-		len(c.AdminPassword) != 72 || c.UnboundHostNetwork != "bridge" || c.LogFormat != "json" {
+		len(c.AdminPassword) != 72 || c.UnboundHostNetwork != "bridge" || c.LogFormat != "json" ||
+		c.EgressRecheckInterval != 10*time.Second {
 		t.Errorf("edge values: %+v", c)
 	}
 }

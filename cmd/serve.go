@@ -197,6 +197,8 @@ func Serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		TokenMaxLifetime: time.Duration(c.TokenMaxLifetimeDays) * 24 * time.Hour, TokenHashKey: tokenKey,
 		EventRetention: time.Duration(c.EventRetentionDays) * 24 * time.Hour,
 		TaskRetention:  time.Duration(c.TaskRetentionDays) * 24 * time.Hour,
+		// EGRESS_RECHECK_INTERVAL=0 disables the checks; app's 0 would mean its default.
+		EgressRecheckInterval: c.egressRecheck(),
 	}, app.Deps{Store: db, Runtime: rt, Tunnel: tun, Logger: log})
 	if err != nil {
 		return err
