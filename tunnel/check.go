@@ -31,45 +31,38 @@ const (
 	TestTimeout = 30 * time.Second
 )
 
-// Test implements app.Tunnel: it brings the egress tunnel up in this process on a
-// user-space network stack (no container involved) and runs three checks through it:
+// Test implements app.Tunnel: it brings the egress tunnel up in this process (no container
+// involved) and runs three checks through it:
 //
 //   - connectivity: an HTTP GET of Config.CheckURL gets an answer;
 //   - exit_ip: the check service sees the declared ip_address (a mismatch fails; nothing
 //     is rewritten);
 //   - dns_leak: a unique name under Config.CheckDNSZone, resolved through the tunnel by
-//     wg_dns_server, reaches the check service only from resolvers inside the tunnel path
-//     (wg_dns_server, the declared exit IP or the exit the check service observed).
+//     its resolver (wg_dns_server, or Config.ProxyDNSServer for a proxy), reaches the
+//     check service only from resolvers inside the tunnel path (that resolver, the
+//     declared exit IP or the exit the check service observed).
 //
-// The error is for a record that cannot be tested at all; failed checks are in the result.
-// Testing an egress IP that is attached to a running host briefly competes with that
-// host's tunnel for the peer (same key); the provider follows whichever spoke last.
+// A WireGuard egress runs on a user-space network stack; a proxy egress through its
+// outbound dialer, as the container's traffic would. The error is for a record that
+// cannot be tested at all; failed checks are in the result. Testing a WireGuard egress IP
+// that is attached to a running host briefly competes with that host's tunnel for the
+// peer (same key); the provider follows whichever spoke last.
 func (m *Manager) Test(ctx context.Context, e app.EgressIP) (app.EgressTestResult, error) {
 	start := time.Now()
+	if e.TunnelType == app.TunnelProxy {
+		return m.testProxy(ctx, start, e)
+	}
 	cfg, err := parseWG(e)
 	if err != nil {
 		return app.EgressTestResult{}, err
 	}
-	if m.cfg.CheckServerURL == "" || m.cfg.CheckDNSZone == "" {
-		return app.EgressTestResult{}, &app.Error{Kind: app.KindUnavailable, Code: "tunnel_check_unconfigured",
-			Message: "egress checks need a check service URL and DNS zone in the server configuration"}
+	if err := m.checksConfigured(); err != nil {
+		return app.EgressTestResult{}, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, TestTimeout)
 	defer cancel()
-	res := app.EgressTestResult{}
-	finish := func() (app.EgressTestResult, error) {
-		res.OK = len(res.Checks) == 3
-		for _, c := range res.Checks {
-			res.OK = res.OK && c.OK
-		}
-		res.DurationMS = time.Since(start).Milliseconds()
-		return res, nil
-	}
 	failAll := func(reason string) (app.EgressTestResult, error) {
-		for _, n := range []string{CheckConnectivity, CheckExitIP, CheckDNSLeak} {
-			res.Checks = append(res.Checks, app.EgressCheck{Name: n, Reason: reason})
-		}
-		return finish()
+		return failAllChecks(start, reason), nil
 	}
 
 	ep, err := cfg.endpoint(ctx)
@@ -100,8 +93,60 @@ func (m *Manager) Test(ctx context.Context, e app.EgressIP) (app.EgressTestResul
 		},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
+	// The first packet of the connectivity check also triggers the handshake.
+	return m.runChecks(ctx, start, cfg.exitIP, checkPath{
+		client: client,
+		via:    "through the tunnel to " + ep.String(),
+		lookup: func(ctx context.Context, name string) error {
+			_, err := queryA(ctx, ut, cfg.dns, name)
+			return err
+		},
+		resolver:     cfg.dns,
+		resolverName: "wg_dns_server",
+		noResolver:   "wg_dns_server is not set: the tunnel names no resolver, so DNS would use whatever the container has",
+	}), nil
+}
 
-	// connectivity: the first packet also triggers the handshake.
+func (m *Manager) checksConfigured() error {
+	if m.cfg.CheckServerURL == "" || m.cfg.CheckDNSZone == "" {
+		return &app.Error{Kind: app.KindUnavailable, Code: "tunnel_check_unconfigured",
+			Message: "egress checks need a check service URL and DNS zone in the server configuration"}
+	}
+	return nil
+}
+
+// checkPath is the way out the three checks of Test take.
+type checkPath struct {
+	client *http.Client // dials through the tunnel, host names resolved by lookup's resolver
+	via    string       // "through the tunnel to ...", for the reasons
+	// lookup resolves name with resolver through the tunnel.
+	lookup       func(ctx context.Context, name string) error
+	resolver     netip.Addr // invalid: the tunnel names none (noResolver says why it fails)
+	resolverName string     // what the configuration calls the resolver
+	noResolver   string
+}
+
+func failAllChecks(start time.Time, reason string) app.EgressTestResult {
+	res := app.EgressTestResult{}
+	for _, n := range []string{CheckConnectivity, CheckExitIP, CheckDNSLeak} {
+		res.Checks = append(res.Checks, app.EgressCheck{Name: n, Reason: reason})
+	}
+	res.DurationMS = time.Since(start).Milliseconds()
+	return res
+}
+
+// runChecks runs connectivity, exit_ip and dns_leak through p, each with its own budget,
+// result and reason.
+func (m *Manager) runChecks(ctx context.Context, start time.Time, exitIP netip.Addr, p checkPath) app.EgressTestResult {
+	res := app.EgressTestResult{}
+	finish := func() app.EgressTestResult {
+		res.OK = len(res.Checks) == 3
+		for _, c := range res.Checks {
+			res.OK = res.OK && c.OK
+		}
+		res.DurationMS = time.Since(start).Milliseconds()
+		return res
+	}
 	run := func(name string, budget time.Duration, f func(context.Context) (bool, string)) bool {
 		t0 := time.Now()
 		cctx, ccancel := context.WithTimeout(ctx, budget)
@@ -111,11 +156,11 @@ func (m *Manager) Test(ctx context.Context, e app.EgressIP) (app.EgressTestResul
 		return ok
 	}
 	connected := run(CheckConnectivity, 14*time.Second, func(ctx context.Context) (bool, string) {
-		status, _, err := httpGet(ctx, client, m.cfg.CheckURL, 0)
+		status, _, err := httpGet(ctx, p.client, m.cfg.CheckURL, 0)
 		if err != nil {
-			return false, fmt.Sprintf("no HTTP answer from %s through the tunnel to %s: %v", m.cfg.CheckURL, ep, err)
+			return false, fmt.Sprintf("no HTTP answer from %s %s: %v", m.cfg.CheckURL, p.via, err)
 		}
-		return true, fmt.Sprintf("%s answered HTTP %d through the tunnel", m.cfg.CheckURL, status)
+		return true, fmt.Sprintf("%s answered HTTP %d %s", m.cfg.CheckURL, status, p.via)
 	})
 	if !connected {
 		skip := "skipped: no connectivity through the tunnel"
@@ -125,7 +170,7 @@ func (m *Manager) Test(ctx context.Context, e app.EgressIP) (app.EgressTestResul
 
 	var observed netip.Addr // the exit the check service saw, right or wrong
 	run(CheckExitIP, 7*time.Second, func(ctx context.Context) (bool, string) {
-		_, body, err := httpGet(ctx, client, strings.TrimSuffix(m.cfg.CheckServerURL, "/")+"/", 256)
+		_, body, err := httpGet(ctx, p.client, strings.TrimSuffix(m.cfg.CheckServerURL, "/")+"/", 256)
 		if err != nil {
 			return false, "check service: " + err.Error()
 		}
@@ -135,25 +180,25 @@ func (m *Manager) Test(ctx context.Context, e app.EgressIP) (app.EgressTestResul
 		}
 		got = got.Unmap()
 		observed = got
-		if got != cfg.exitIP {
-			return false, fmt.Sprintf("traffic exits as %s but the declared ip_address is %s", got, cfg.exitIP)
+		if got != exitIP {
+			return false, fmt.Sprintf("traffic exits as %s but the declared ip_address is %s", got, exitIP)
 		}
 		return true, fmt.Sprintf("traffic exits as %s", got)
 	})
 
 	run(CheckDNSLeak, 8*time.Second, func(ctx context.Context) (bool, string) {
-		if !cfg.dns.IsValid() {
-			return false, "wg_dns_server is not set: the tunnel names no resolver, so DNS would use whatever the container has"
+		if !p.resolver.IsValid() {
+			return false, p.noResolver
 		}
 		name, err := uniqueName(m.cfg.CheckDNSZone)
 		if err != nil {
 			return false, err.Error()
 		}
-		if _, err := queryA(ctx, ut, cfg.dns, name); err != nil {
-			return false, fmt.Sprintf("resolving %s through wg_dns_server %s: %v", name, cfg.dns, err)
+		if err := p.lookup(ctx, name); err != nil {
+			return false, fmt.Sprintf("resolving %s through %s %s: %v", name, p.resolverName, p.resolver, err)
 		}
 		u := strings.TrimSuffix(m.cfg.CheckServerURL, "/") + "/dns-log?name=" + url.QueryEscape(name)
-		_, body, err := httpGet(ctx, client, u, 64<<10)
+		_, body, err := httpGet(ctx, p.client, u, 64<<10)
 		if err != nil {
 			return false, "check service dns log: " + err.Error()
 		}
@@ -168,13 +213,13 @@ func (m *Manager) Test(ctx context.Context, e app.EgressIP) (app.EgressTestResul
 		for _, r := range resolvers {
 			a, err := netip.ParseAddr(r)
 			a = a.Unmap()
-			if err != nil || (a != cfg.dns && a != cfg.exitIP && a != observed) {
+			if err != nil || (a != p.resolver && a != exitIP && a != observed) {
 				outside = append(outside, r)
 			}
 		}
 		if len(outside) > 0 {
-			return false, fmt.Sprintf("DNS leak: %s was asked by %s, outside the tunnel path (wg_dns_server %s, exit %s)",
-				name, strings.Join(outside, ", "), cfg.dns, cfg.exitIP)
+			return false, fmt.Sprintf("DNS leak: %s was asked by %s, outside the tunnel path (%s %s, exit %s)",
+				name, strings.Join(outside, ", "), p.resolverName, p.resolver, exitIP)
 		}
 		return true, fmt.Sprintf("%s was asked only by %s", name, strings.Join(resolvers, ", "))
 	})

@@ -15,11 +15,13 @@ import (
 	"time"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/tunnel/outbound"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun"
 )
 
 // DefaultMTU is the MTU of a tunnel device unless Config.MTU says otherwise.
@@ -38,9 +40,13 @@ type Config struct {
 	CheckServerURL string
 	// CheckDNSZone is the zone the CheckService is authoritative for.
 	CheckDNSZone string
-	// MTU of tunnel devices; 0 means DefaultMTU.
-	MTU    int
-	Logger *slog.Logger
+	// MTU of WireGuard tunnel devices; 0 means DefaultMTU. (Proxy TUNs use ProxyMTU.)
+	MTU int
+	// ProxyDNSServer is the resolver of containers behind a proxy egress: their
+	// resolv.conf names it, and their DNS queries to it (UDP port 53) are answered through
+	// the proxy. Invalid means DefaultProxyDNSServer.
+	ProxyDNSServer netip.Addr
+	Logger         *slog.Logger
 }
 
 // Manager runs the egress tunnels of containers in the server process and implements
@@ -65,6 +71,10 @@ func NewManager(cfg Config) *Manager {
 	if cfg.CheckURL == "" {
 		cfg.CheckURL = cfg.CheckServerURL
 	}
+	if !cfg.ProxyDNSServer.IsValid() {
+		cfg.ProxyDNSServer = DefaultProxyDNSServer
+	}
+	cfg.ProxyDNSServer = cfg.ProxyDNSServer.Unmap()
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -76,7 +86,10 @@ type attachment struct {
 	hostID, egressID string
 	pid              int
 	key              string // what was asked: same key, nothing to do
-	dev              *device.Device
+	ifname           string
+	dev              *device.Device // WireGuard
+	proxy            *proxyNet      // proxy
+	endpoint         string         // proxy server, host:port
 	h                *netlink.Handle
 	ns               netns.NsHandle
 	index            int
@@ -85,16 +98,23 @@ type attachment struct {
 
 // Status is the state of a host's tunnel.
 type Status struct {
-	HostID        string    `json:"host_id"`
-	Attached      bool      `json:"attached"`
-	EgressID      string    `json:"egress_id,omitempty"`
-	Pid           int       `json:"pid,omitempty"`
-	Interface     string    `json:"interface,omitempty"`
-	AttachedAt    time.Time `json:"attached_at,omitempty"`
-	Endpoint      string    `json:"endpoint,omitempty"`
+	HostID     string    `json:"host_id"`
+	Attached   bool      `json:"attached"`
+	EgressID   string    `json:"egress_id,omitempty"`
+	Pid        int       `json:"pid,omitempty"`
+	Interface  string    `json:"interface,omitempty"`
+	AttachedAt time.Time `json:"attached_at,omitempty"`
+	// Endpoint is the WireGuard peer's or the proxy server's address.
+	Endpoint string `json:"endpoint,omitempty"`
+	// LastHandshake is the peer's last WireGuard handshake or, for a proxy, the last
+	// connection the proxy server took.
 	LastHandshake time.Time `json:"last_handshake,omitempty"`
-	RxBytes       uint64    `json:"rx_bytes"`
-	TxBytes       uint64    `json:"tx_bytes"`
+	// RxBytes and TxBytes count what came in from and went out to the tunnel: for
+	// WireGuard the bytes exchanged with the peer, for a proxy the payload that came back
+	// through the proxy (rx) and the container's packets that entered the TUN (tx), so
+	// with a dead proxy tx grows and rx does not.
+	RxBytes uint64 `json:"rx_bytes"`
+	TxBytes uint64 `json:"tx_bytes"`
 }
 
 func (m *Manager) hostLock(hostID string) *sync.Mutex {
@@ -118,12 +138,21 @@ func (m *Manager) deviceLogger(hostID string) *device.Logger {
 }
 
 // Attach gives the container whose init process is pid (app.RuntimeHost.Pid) the egress
-// tunnel of e: a WireGuard device run by this process whose TUN lives in the container's
-// network namespace, with the container's only routes (IPv4 and IPv6 default) into it or,
-// for a family the tunnel has no address of, unreachable. The container's resolver becomes
-// wg_dns_server. The container must have no network but loopback (Docker network "none"):
-// Attach refuses a namespace with any other interface, and the server's own namespace.
-// Attaching a host again replaces its tunnel, or does nothing if nothing changed.
+// tunnel of e, whose TUN device lives in the container's network namespace and carries all
+// of its traffic, with the container's only routes (IPv4 and IPv6 default) into it or, for
+// a family the tunnel has no address of, unreachable:
+//
+//   - wireguard: a WireGuard device run by this process (wireguard-go) on that TUN; the
+//     container's resolver becomes wg_dns_server.
+//   - proxy: a user-space network stack in this process ends the TUN's TCP and UDP and
+//     carries them through the proxy_config outbound (TCP always; UDP when the protocol
+//     carries it, else refused); the container's resolver becomes Config.ProxyDNSServer,
+//     whose UDP port 53 is answered through the proxy in any case (over TCP when the
+//     outbound has no UDP). IPv6 is unreachable.
+//
+// The container must have no network but loopback (Docker network "none"): Attach refuses
+// a namespace with any other interface, and the server's own namespace. Attaching a host
+// again replaces its tunnel, or does nothing if nothing changed.
 func (m *Manager) Attach(ctx context.Context, hostID string, pid int, e app.EgressIP) error {
 	if hostID == "" {
 		return errors.New("tunnel attach: empty host id")
@@ -131,16 +160,33 @@ func (m *Manager) Attach(ctx context.Context, hostID string, pid int, e app.Egre
 	if pid <= 0 {
 		return fmt.Errorf("tunnel attach %s: no container process (pid %d): is it running?", hostID, pid)
 	}
-	cfg, err := parseWG(e)
-	if err != nil {
-		return err
+	var (
+		key, endpoint string
+		build         func() (*attachment, error)
+	)
+	if e.TunnelType == app.TunnelProxy {
+		d, err := outbound.New(e.ProxyConfig, outbound.Options{})
+		if err != nil {
+			return err
+		}
+		dns := m.cfg.ProxyDNSServer
+		endpoint = d.Server()
+		key = fmt.Sprintf("%d\x00proxy\x00%s\x00%s\x00%s", pid, e.ProxyConfig, dns, e.ID)
+		build = func() (*attachment, error) { return m.attachProxy(hostID, pid, e.ID, d, dns) }
+	} else {
+		cfg, err := parseWG(e)
+		if err != nil {
+			return err
+		}
+		ep, err := cfg.endpoint(ctx)
+		if err != nil {
+			return fmt.Errorf("tunnel attach %s: %w", hostID, err)
+		}
+		uapi := cfg.uapi(ep)
+		endpoint = ep.String()
+		key = fmt.Sprintf("%d\x00%s\x00%s\x00%v\x00%s", pid, uapi, e.WGPeerAddress, cfg.dns, e.ID)
+		build = func() (*attachment, error) { return m.attach(hostID, pid, e.ID, cfg, uapi) }
 	}
-	ep, err := cfg.endpoint(ctx)
-	if err != nil {
-		return fmt.Errorf("tunnel attach %s: %w", hostID, err)
-	}
-	uapi := cfg.uapi(ep)
-	key := fmt.Sprintf("%d\x00%s\x00%s\x00%v\x00%s", pid, uapi, e.WGPeerAddress, cfg.dns, e.ID)
 
 	hl := m.hostLock(hostID)
 	hl.Lock()
@@ -159,7 +205,7 @@ func (m *Manager) Attach(ctx context.Context, hostID string, pid int, e app.Egre
 		m.detachLocked(old)
 	}
 
-	a, err := m.attach(ctx, hostID, pid, e.ID, cfg, uapi)
+	a, err := build()
 	if err != nil {
 		return fmt.Errorf("tunnel attach %s: %w", hostID, err)
 	}
@@ -167,7 +213,7 @@ func (m *Manager) Attach(ctx context.Context, hostID string, pid int, e app.Egre
 	m.mu.Lock()
 	m.hosts[hostID] = a
 	m.mu.Unlock()
-	m.log.Info("egress tunnel attached", "host", hostID, "egress", e.ID, "pid", pid, "endpoint", ep.String())
+	m.log.Info("egress tunnel attached", "host", hostID, "egress", e.ID, "type", e.TunnelType, "pid", pid, "endpoint", endpoint)
 	return nil
 }
 
@@ -176,66 +222,84 @@ func (a *attachment) alive() bool {
 	return err == nil
 }
 
-func (m *Manager) attach(ctx context.Context, hostID string, pid int, egressID string, cfg *wgConfig, uapi string) (_ *attachment, err error) {
+// prepare opens the namespace of the container whose init process is pid, checks that a
+// tunnel may be attached there (not the server's own namespace nor, when the container's
+// resolv.conf is to be written, its mount namespace; nothing but loopback), and creates the
+// tunnel's TUN device ifname in it. On error everything is released; otherwise the caller
+// owns tdev until it hands it to whatever closes it with the attachment.
+func (m *Manager) prepare(hostID string, pid int, egressID, ifname string, mtu int, resolver bool) (*attachment, tun.Device, netlink.Link, bool, error) {
 	target, err := netns.GetFromPid(pid)
 	if err != nil {
-		return nil, fmt.Errorf("netns of pid %d: %w", pid, err)
+		return nil, nil, nil, false, fmt.Errorf("netns of pid %d: %w", pid, err)
 	}
-	a := &attachment{hostID: hostID, egressID: egressID, pid: pid, ns: target, at: time.Now()}
-	defer func() {
-		if err != nil {
-			a.close()
+	a := &attachment{hostID: hostID, egressID: egressID, pid: pid, ifname: ifname, ns: target, at: time.Now()}
+	var tdev tun.Device
+	fail := func(err error) (*attachment, tun.Device, netlink.Link, bool, error) {
+		if tdev != nil {
+			tdev.Close()
 		}
-	}()
+		a.close()
+		return nil, nil, nil, false, err
+	}
 	if same, err := sameNetns(target); err != nil || same {
 		if err == nil {
 			err = errors.New("the process is in the server's own network namespace")
 		}
-		return nil, fmt.Errorf("pid %d: %w", pid, err)
+		return fail(fmt.Errorf("pid %d: %w", pid, err))
 	}
-	if cfg.dns.IsValid() {
+	if resolver {
 		if same, err := sameNamespace(pid, "mnt"); err != nil || same {
 			if err == nil {
 				err = errors.New("the process shares the server's mount namespace: refusing to rewrite the server's resolv.conf")
 			}
-			return nil, fmt.Errorf("pid %d: %w", pid, err)
+			return fail(fmt.Errorf("pid %d: %w", pid, err))
 		}
 	}
 	var v6off bool
 	if err := inNetns(target, func() error { v6off = ipv6Disabled(); return nil }); err != nil {
-		return nil, err
+		return fail(err)
 	}
 
-	tdev, h, err := CreateTUNInNetns(target, InterfaceName, m.cfg.MTU)
+	tdev, h, err := CreateTUNInNetns(target, ifname, mtu)
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	a.h = h
-	link, err := h.LinkByName(InterfaceName)
+	link, err := h.LinkByName(ifname)
 	if err != nil {
-		tdev.Close()
-		return nil, fmt.Errorf("find %s in the container: %w", InterfaceName, err)
+		return fail(fmt.Errorf("find %s in the container: %w", ifname, err))
 	}
 	a.index = link.Attrs().Index
 	// The container must have nothing but loopback and the tunnel: anything else would be
 	// a way around it.
 	links, err := h.LinkList()
 	if err != nil {
-		tdev.Close()
-		return nil, fmt.Errorf("list container links: %w", err)
+		return fail(fmt.Errorf("list container links: %w", err))
 	}
 	for _, l := range links {
 		if l.Attrs().Index != a.index && l.Attrs().Flags&net.FlagLoopback == 0 {
-			tdev.Close()
-			return nil, fmt.Errorf("container network namespace has interface %q: egress tunnels need a container without network (Docker network \"none\")", l.Attrs().Name)
+			return fail(fmt.Errorf("container network namespace has interface %q: egress tunnels need a container without network (Docker network \"none\")", l.Attrs().Name))
 		}
 	}
+	return a, tdev, link, v6off, nil
+}
 
-	a.dev = device.NewDevice(&nsTUN{Device: tdev, h: h, index: a.index, mtu: m.cfg.MTU}, conn.NewDefaultBind(), m.deviceLogger(hostID))
+func (m *Manager) attach(hostID string, pid int, egressID string, cfg *wgConfig, uapi string) (_ *attachment, err error) {
+	a, tdev, link, v6off, err := m.prepare(hostID, pid, egressID, InterfaceName, m.cfg.MTU, cfg.dns.IsValid())
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
+	// From here the device owns tdev: a.close closes it.
+	a.dev = device.NewDevice(&nsTUN{Device: tdev, h: a.h, index: a.index, mtu: m.cfg.MTU}, conn.NewDefaultBind(), m.deviceLogger(hostID))
 	if err := a.dev.IpcSet(uapi); err != nil {
 		return nil, fmt.Errorf("configure wireguard: %w", err)
 	}
-	if err := configureLink(h, link, cfg, m.cfg.MTU, v6off); err != nil {
+	if err := configureLink(a.h, link, cfg.addrs, m.cfg.MTU, v6off); err != nil {
 		return nil, err
 	}
 	if err := a.dev.Up(); err != nil {
@@ -258,9 +322,22 @@ var (
 	default6 = netip.MustParsePrefix("::/0")
 )
 
-// configureLink addresses the tunnel device, brings it up and routes everything into it.
-func configureLink(h *netlink.Handle, link netlink.Link, cfg *wgConfig, mtu int, v6off bool) error {
-	for _, p := range cfg.addrs {
+// hasFamily reports whether addrs have an address of the family (IPv6 or IPv4).
+func hasFamily(addrs []netip.Prefix, v6 bool) bool {
+	for _, p := range addrs {
+		if p.Addr().Is6() == v6 && !p.Addr().Is4In6() {
+			return true
+		}
+	}
+	return false
+}
+
+// configureLink addresses the tunnel device, brings it up and routes everything into it:
+// the default route of each family it has an address of, and an unreachable default for
+// the other family.
+func configureLink(h *netlink.Handle, link netlink.Link, addrs []netip.Prefix, mtu int, v6off bool) error {
+	name := link.Attrs().Name
+	for _, p := range addrs {
 		if p.Addr().Is6() && v6off {
 			continue
 		}
@@ -269,14 +346,14 @@ func configureLink(h *netlink.Handle, link netlink.Link, cfg *wgConfig, mtu int,
 			addr.Flags = unix.IFA_F_NODAD
 		}
 		if err := h.AddrReplace(link, addr); err != nil {
-			return fmt.Errorf("address %s on %s: %w", p, InterfaceName, err)
+			return fmt.Errorf("address %s on %s: %w", p, name, err)
 		}
 	}
 	if err := h.LinkSetMTU(link, mtu); err != nil {
-		return fmt.Errorf("mtu of %s: %w", InterfaceName, err)
+		return fmt.Errorf("mtu of %s: %w", name, err)
 	}
 	if err := h.LinkSetUp(link); err != nil {
-		return fmt.Errorf("%s up: %w", InterfaceName, err)
+		return fmt.Errorf("%s up: %w", name, err)
 	}
 	idx := link.Attrs().Index
 	for _, fam := range []struct {
@@ -287,7 +364,7 @@ func configureLink(h *netlink.Handle, link netlink.Link, cfg *wgConfig, mtu int,
 			continue // IPv6 is off in the container: nothing can go anywhere.
 		}
 		r := &netlink.Route{Dst: ipNet(fam.dst)}
-		if cfg.has(fam.v6) {
+		if hasFamily(addrs, fam.v6) {
 			r.LinkIndex = idx
 			if !fam.v6 {
 				r.Scope = netlink.SCOPE_LINK
@@ -377,6 +454,9 @@ func (a *attachment) close() error {
 	if a.dev != nil {
 		a.dev.Close() // idempotent; dev stays set for concurrent Status readers.
 	}
+	if a.proxy != nil {
+		a.proxy.Close() // idempotent, likewise
+	}
 	if a.h != nil && a.index > 0 {
 		deadline := time.Now().Add(2 * time.Second)
 		for {
@@ -386,7 +466,7 @@ func (a *attachment) close() error {
 			}
 			if time.Now().After(deadline) {
 				if derr := a.h.LinkDel(l); derr != nil {
-					err = fmt.Errorf("remove %s: %w", InterfaceName, derr)
+					err = fmt.Errorf("remove %s: %w", a.ifname, derr)
 				}
 				break
 			}
@@ -414,7 +494,15 @@ func (m *Manager) Status(hostID string) Status {
 		return st
 	}
 	st.Attached = true
-	st.EgressID, st.Pid, st.Interface, st.AttachedAt = a.egressID, a.pid, InterfaceName, a.at
+	st.EgressID, st.Pid, st.Interface, st.AttachedAt = a.egressID, a.pid, a.ifname, a.at
+	if p := a.proxy; p != nil {
+		st.Endpoint = a.endpoint
+		st.RxBytes, st.TxBytes = p.rx.Load(), p.tx.Load()
+		if ns := p.lastDial.Load(); ns != 0 {
+			st.LastHandshake = time.Unix(0, ns)
+		}
+		return st
+	}
 	dev := a.dev
 	if dev == nil {
 		return st

@@ -40,19 +40,25 @@ func waitExit(t *testing.T, c *container, within time.Duration) string {
 // to loopback, or nowhere (unreachable), and that IPv6 has no way around the tunnel.
 func assertOnlyTunnelRoutes(t *testing.T, c *container, wantV6InTunnel bool) {
 	t.Helper()
+	assertOnlyRoutesVia(t, c, InterfaceName, wantV6InTunnel)
+}
+
+// assertOnlyRoutesVia is assertOnlyTunnelRoutes for the tunnel device ifname.
+func assertOnlyRoutesVia(t *testing.T, c *container, ifname string, wantV6InTunnel bool) {
+	t.Helper()
 	rs, ls := c.routes(t)
 	names := map[int]string{}
 	wg := 0
 	for _, l := range ls {
 		names[l.Attrs().Index] = l.Attrs().Name
-		if l.Attrs().Name == InterfaceName {
+		if l.Attrs().Name == ifname {
 			wg = l.Attrs().Index
 		} else if l.Attrs().Flags&net.FlagLoopback == 0 {
-			t.Errorf("container has interface %s besides lo and %s", l.Attrs().Name, InterfaceName)
+			t.Errorf("container has interface %s besides lo and %s", l.Attrs().Name, ifname)
 		}
 	}
 	if wg == 0 {
-		t.Fatalf("container has no %s", InterfaceName)
+		t.Fatalf("container has no %s", ifname)
 	}
 	var def4, def6 *netlink.Route
 	for i, r := range rs {
@@ -74,7 +80,7 @@ func assertOnlyTunnelRoutes(t *testing.T, c *container, wantV6InTunnel bool) {
 		}
 	}
 	if def4 == nil || def4.LinkIndex != wg {
-		t.Errorf("IPv4 default route is not via %s: %v", InterfaceName, def4)
+		t.Errorf("IPv4 default route is not via %s: %v", ifname, def4)
 	}
 	switch {
 	case def6 == nil && c.v6Disabled(t) && !wantV6InTunnel:
@@ -82,7 +88,7 @@ func assertOnlyTunnelRoutes(t *testing.T, c *container, wantV6InTunnel bool) {
 	case def6 == nil:
 		t.Errorf("no IPv6 default route: want %s", map[bool]string{true: "into the tunnel", false: "unreachable"}[wantV6InTunnel])
 	case wantV6InTunnel && def6.LinkIndex != wg:
-		t.Errorf("IPv6 default route is not via %s: %v", InterfaceName, def6)
+		t.Errorf("IPv6 default route is not via %s: %v", ifname, def6)
 	case !wantV6InTunnel && def6.Type != unix.RTN_UNREACHABLE:
 		t.Errorf("IPv6 default route is not unreachable: %v", def6)
 	}
@@ -352,8 +358,15 @@ func TestManagerTest(t *testing.T) {
 			t.Errorf("connectivity: %+v", byName[CheckConnectivity])
 		}
 	})
-	t.Run("proxy type is not supported yet", func(t *testing.T) {
+	t.Run("proxy without proxy_config is invalid", func(t *testing.T) {
 		_, err := m.Test(ctx, app.EgressIP{TunnelType: app.TunnelProxy, IPAddress: labExitIP})
+		var ae *app.Error
+		if !errors.As(err, &ae) || ae.Kind != app.KindInvalid {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("unknown tunnel type is unsupported", func(t *testing.T) {
+		_, err := m.Test(ctx, app.EgressIP{TunnelType: "openvpn", IPAddress: labExitIP})
 		var ae *app.Error
 		if !errors.As(err, &ae) || ae.Code != "tunnel_type_unsupported" {
 			t.Fatalf("err = %v", err)

@@ -124,14 +124,7 @@ func parseWG(e app.EgressIP) (*wgConfig, error) {
 	return c, nil
 }
 
-func (c *wgConfig) has(v6 bool) bool {
-	for _, p := range c.addrs {
-		if p.Addr().Is6() == v6 && !p.Addr().Is4In6() {
-			return true
-		}
-	}
-	return false
-}
+func (c *wgConfig) has(v6 bool) bool { return hasFamily(c.addrs, v6) }
 
 // endpoint resolves the peer endpoint in the server's namespace: UAPI takes only IP:port.
 func (c *wgConfig) endpoint(ctx context.Context) (netip.AddrPort, error) {
