@@ -442,6 +442,25 @@ func viewEgress(e EgressIP, bound []string) EgressView {
 	return EgressView{EgressIP: e, BoundHosts: bound}
 }
 
+// EgressValidator is implemented by tunnel rooms that know more about what they can run
+// than app's field checks (a proxy setting the outbound does not speak, say). It answers an
+// *Error of kind invalid, so such an egress IP is refused with 422 when it is saved rather
+// than failing later, when a host starts.
+type EgressValidator interface {
+	ValidateEgress(e EgressIP) error
+}
+
+// validateEgress runs app's field checks, then the tunnel room's own.
+func (s *Service) validateEgress(e *EgressIP) error {
+	if err := ValidateEgress(e); err != nil {
+		return err
+	}
+	if v, ok := s.tunnel.(EgressValidator); ok {
+		return v.ValidateEgress(*e)
+	}
+	return nil
+}
+
 // CreateEgress adds an egress IP.
 func (s *Service) CreateEgress(ctx context.Context, p Principal, in EgressInput) (EgressView, error) {
 	if err := s.requireAdminWrite(ctx, p, "egress.create"); err != nil {
@@ -449,7 +468,7 @@ func (s *Service) CreateEgress(ctx context.Context, p Principal, in EgressInput)
 	}
 	var e EgressIP
 	in.apply(&e)
-	if err := ValidateEgress(&e); err != nil {
+	if err := s.validateEgress(&e); err != nil {
 		return EgressView{}, err
 	}
 	now := s.Now()
@@ -550,7 +569,7 @@ func (s *Service) UpdateEgress(ctx context.Context, p Principal, id string, in E
 		if in.TunnelType != nil && *in.TunnelType == TunnelWireGuard {
 			e.ProxyConfig = nil
 		}
-		if err := ValidateEgress(&e); err != nil {
+		if err := s.validateEgress(&e); err != nil {
 			return err
 		}
 		e.UpdatedAt = s.Now()

@@ -1,0 +1,23 @@
+package tunnel
+
+import (
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/tunnel/outbound"
+)
+
+var _ app.EgressValidator = (*Manager)(nil)
+
+// ValidateEgress implements app.EgressValidator: it parses the egress IP the way Attach and
+// Test will, so a setting this room cannot run (a v2ray transport, vless vision, a key that
+// does not decode) is refused when the egress IP is saved.
+func (m *Manager) ValidateEgress(e app.EgressIP) error {
+	switch e.TunnelType {
+	case app.TunnelProxy:
+		_, err := outbound.ParseConfig(e.ProxyConfig)
+		return err
+	case app.TunnelWireGuard:
+		_, err := parseWG(e)
+		return err
+	}
+	return nil
+}
