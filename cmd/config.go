@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"regexp"
 	"strconv"
@@ -40,6 +41,8 @@ type Config struct {
 	EgressCheckURL       string
 	// EgressRecheckInterval is EGRESS_RECHECK_INTERVAL; 0 disables (see egressRecheck).
 	EgressRecheckInterval time.Duration
+	// EgressProxyDNSServer is EGRESS_PROXY_DNS_SERVER (tunnel.Config.ProxyDNSServer).
+	EgressProxyDNSServer netip.Addr
 }
 
 // egressRecheck is app.Config.EgressRecheckInterval for EGRESS_RECHECK_INTERVAL, whose 0
@@ -201,6 +204,17 @@ func Keys() []Key {
 				return fmt.Errorf("must be 0 or a duration from 10s to 24h (e.g. 5m)")
 			}
 			c.EgressRecheckInterval = d
+			return nil
+		}},
+		{"EGRESS_PROXY_DNS_SERVER", "1.1.1.1", "Resolver of containers behind a proxy egress (an IPv4 address): their resolv.conf names it, and their DNS queries to it are carried through the proxy to it.", func(c *Config, v string) error {
+			a, err := netip.ParseAddr(v)
+			if err == nil {
+				a = a.Unmap()
+			}
+			if err != nil || !a.Is4() || a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+				return fmt.Errorf("must be an IPv4 unicast address such as 1.1.1.1 (not loopback: the container's own)")
+			}
+			c.EgressProxyDNSServer = a
 			return nil
 		}},
 		{"RUNTIME", "docker", "Container engine: docker (the engine found through DOCKER_HOST or its socket).", oneOf([]string{"docker"}, func(c *Config) *string { return &c.Runtime })},

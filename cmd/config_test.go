@@ -2,6 +2,7 @@ package cmd_test
 
 import (
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,6 +53,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		TaskRetentionDays:     90,
 		Runtime:               "docker",
 		EgressRecheckInterval: 5 * time.Minute,
+		EgressProxyDNSServer:  netip.MustParseAddr("1.1.1.1"),
 	}
 	if c != want {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -190,6 +192,7 @@ var badValues = map[string][]string{
 	"EGRESS_CHECK_DNS_ZONE":   {"bad zone", "-x.example"},
 	"EGRESS_CHECK_URL":        {"example.com/ok"},
 	"EGRESS_RECHECK_INTERVAL": {"5", "-1m", "9s", "25h", "soon", ""},
+	"EGRESS_PROXY_DNS_SERVER": {"dns.example", "2606:4700:4700::1111", "127.0.0.53", "0.0.0.0", "224.0.0.1", "255.255.255.255", "1.1.1.1:53", ""},
 }
 
 func TestLoadConfigBadValues(t *testing.T) {
@@ -244,6 +247,7 @@ func TestLoadConfigGoodEdgeValues(t *testing.T) {
 		"TOKEN_MAX_LIFETIME_DAYS": "3650",
 		"LOG_FORMAT":              "json",
 		"EGRESS_RECHECK_INTERVAL": "10s",
+		"EGRESS_PROXY_DNS_SERVER": "::ffff:9.9.9.9",
 	}
 	c, err := cmd.LoadConfig([]string{"--ssh-addr="}, envOf(env), io.Discard)
 	if err != nil {
@@ -252,7 +256,7 @@ func TestLoadConfigGoodEdgeValues(t *testing.T) {
 	if c.SSHAddr != "" || c.SSHProxyPort != 65535 || c.RateLimitPerMinute != 0 || c.BcryptCost != 4 ||
 		c.JWTTTL != time.Minute || c.TokenMaxLifetimeDays != 3650 || c.AdminUsername != "a.b_c-9" ||
 		len(c.AdminPassword) != 72 || c.UnboundHostNetwork != "bridge" || c.LogFormat != "json" ||
-		c.EgressRecheckInterval != 10*time.Second {
+		c.EgressRecheckInterval != 10*time.Second || c.EgressProxyDNSServer != netip.MustParseAddr("9.9.9.9") {
 		t.Errorf("edge values: %+v", c)
 	}
 }

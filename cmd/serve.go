@@ -189,7 +189,7 @@ func Serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	cancelWarm()
 	tun := tunnel.NewManager(tunnel.Config{CheckServerURL: c.EgressCheckServerURL, CheckDNSZone: c.EgressCheckDNSZone,
-		CheckURL: c.EgressCheckURL, Logger: log})
+		CheckURL: c.EgressCheckURL, ProxyDNSServer: c.EgressProxyDNSServer, Logger: log})
 	defer tun.Close()
 	svc, err := app.New(app.Config{
 		JWTSecret: jwtSecret, JWTTTL: c.JWTTTL, BcryptCost: c.BcryptCost, ManagedImage: c.ManagedImage,

@@ -193,26 +193,6 @@ func (l *lab) restartProvider(t *testing.T) {
 	l.startProvider(t)
 }
 
-// assertNoRoutes checks the container has loopback only: no interface, no route out.
-func assertNoRoutes(t *testing.T, c *container) {
-	t.Helper()
-	rs, ls := c.routes(t)
-	lo := 0
-	for _, lk := range ls {
-		if lk.Attrs().Flags&net.FlagLoopback == 0 {
-			t.Errorf("container has interface %s", lk.Attrs().Name)
-		} else {
-			lo = lk.Attrs().Index
-		}
-	}
-	for _, r := range rs {
-		if r.LinkIndex != lo {
-			t.Errorf("container has route %s", r)
-		}
-	}
-	assertNoConnectivity(t, c, true)
-}
-
 // TestServiceEgressLifecycleLab runs the whole loop with the real parts: app.Service over
 // bbolt, the real Manager, a lab namespace as the host's container and the lab's WireGuard
 // provider. Bind → checked and exiting as the egress IP; provider killed → no traffic at

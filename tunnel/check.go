@@ -27,8 +27,13 @@ const (
 	CheckExitIP       = "exit_ip"
 	CheckDNSLeak      = "dns_leak"
 
-	// TestTimeout bounds Manager.Test as a whole.
+	// TestTimeout bounds Manager.Test and Manager.CheckHost as a whole; the budgets of
+	// the three checks add up to less.
 	TestTimeout = 30 * time.Second
+
+	connectivityBudget = 14 * time.Second
+	exitIPBudget       = 7 * time.Second
+	dnsLeakBudget      = 8 * time.Second
 )
 
 // Test implements app.Tunnel: it brings the egress tunnel up in this process (no container
@@ -85,22 +90,13 @@ func (m *Manager) Test(ctx context.Context, e app.EgressIP) (app.EgressTestResul
 	if err := dev.Up(); err != nil {
 		return failAll("wireguard up: " + err.Error())
 	}
-	client := &http.Client{
-		Transport: &http.Transport{
-			Proxy:             nil, // never around the tunnel
-			DialContext:       dialVia(ut, cfg.dns),
-			DisableKeepAlives: true,
-		},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
 	// The first packet of the connectivity check also triggers the handshake.
 	return m.runChecks(ctx, start, cfg.exitIP, checkPath{
-		client: client,
-		via:    "through the tunnel to " + ep.String(),
-		lookup: func(ctx context.Context, name string) error {
-			_, err := queryA(ctx, ut, cfg.dns, name)
-			return err
+		dial: ut.DialContext,
+		resolve: func(ctx context.Context, name string) ([]netip.Addr, error) {
+			return queryA(ctx, ut.DialContext, cfg.dns, name)
 		},
+		via:          "through the tunnel to " + ep.String(),
 		resolver:     cfg.dns,
 		resolverName: "wg_dns_server",
 		noResolver:   "wg_dns_server is not set: the tunnel names no resolver, so DNS would use whatever the container has",
@@ -115,15 +111,38 @@ func (m *Manager) checksConfigured() error {
 	return nil
 }
 
-// checkPath is the way out the three checks of Test take.
+// checkPath is the way out the three checks of runChecks take.
 type checkPath struct {
-	client *http.Client // dials through the tunnel, host names resolved by lookup's resolver
-	via    string       // "through the tunnel to ...", for the reasons
-	// lookup resolves name with resolver through the tunnel.
-	lookup       func(ctx context.Context, name string) error
-	resolver     netip.Addr // invalid: the tunnel names none (noResolver says why it fails)
+	// dial connects to a literal IP address through the path.
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// resolve asks resolver for a name's A records through the path.
+	resolve      func(ctx context.Context, name string) ([]netip.Addr, error)
+	via          string     // "through the tunnel to ...", for the reasons
+	resolver     netip.Addr // invalid: the path has none (noResolver says why it fails)
 	resolverName string     // what the configuration calls the resolver
 	noResolver   string
+}
+
+// dialHost is dial with host names resolved by the path's resolver.
+func (p *checkPath) dialHost(ctx context.Context, network, addr string) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := netip.ParseAddr(host); err != nil {
+		if !p.resolver.IsValid() {
+			return nil, fmt.Errorf("cannot resolve %s: %s", host, p.noResolver)
+		}
+		ips, err := p.resolve(ctx, host)
+		if err == nil && len(ips) == 0 {
+			err = errors.New("no A record")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("resolve %s with %s %s %s: %w", host, p.resolverName, p.resolver, p.via, err)
+		}
+		addr = net.JoinHostPort(ips[0].String(), port)
+	}
+	return p.dial(ctx, network, addr)
 }
 
 func failAllChecks(start time.Time, reason string) app.EgressTestResult {
@@ -138,6 +157,15 @@ func failAllChecks(start time.Time, reason string) app.EgressTestResult {
 // runChecks runs connectivity, exit_ip and dns_leak through p, each with its own budget,
 // result and reason.
 func (m *Manager) runChecks(ctx context.Context, start time.Time, exitIP netip.Addr, p checkPath) app.EgressTestResult {
+	client := &http.Client{
+		Transport: &http.Transport{
+			Proxy:             nil, // the path is the only way
+			DialContext:       p.dialHost,
+			DisableKeepAlives: true,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	defer client.CloseIdleConnections()
 	res := app.EgressTestResult{}
 	finish := func() app.EgressTestResult {
 		res.OK = len(res.Checks) == 3
@@ -155,22 +183,22 @@ func (m *Manager) runChecks(ctx context.Context, start time.Time, exitIP netip.A
 		res.Checks = append(res.Checks, app.EgressCheck{Name: name, OK: ok, Reason: reason, DurationMS: time.Since(t0).Milliseconds()})
 		return ok
 	}
-	connected := run(CheckConnectivity, 14*time.Second, func(ctx context.Context) (bool, string) {
-		status, _, err := httpGet(ctx, p.client, m.cfg.CheckURL, 0)
+	connected := run(CheckConnectivity, connectivityBudget, func(ctx context.Context) (bool, string) {
+		status, _, err := httpGet(ctx, client, m.cfg.CheckURL, 0)
 		if err != nil {
 			return false, fmt.Sprintf("no HTTP answer from %s %s: %v", m.cfg.CheckURL, p.via, err)
 		}
 		return true, fmt.Sprintf("%s answered HTTP %d %s", m.cfg.CheckURL, status, p.via)
 	})
 	if !connected {
-		skip := "skipped: no connectivity through the tunnel"
+		skip := "skipped: no connectivity " + p.via
 		res.Checks = append(res.Checks, app.EgressCheck{Name: CheckExitIP, Reason: skip}, app.EgressCheck{Name: CheckDNSLeak, Reason: skip})
 		return finish()
 	}
 
 	var observed netip.Addr // the exit the check service saw, right or wrong
-	run(CheckExitIP, 7*time.Second, func(ctx context.Context) (bool, string) {
-		_, body, err := httpGet(ctx, p.client, strings.TrimSuffix(m.cfg.CheckServerURL, "/")+"/", 256)
+	run(CheckExitIP, exitIPBudget, func(ctx context.Context) (bool, string) {
+		_, body, err := httpGet(ctx, client, strings.TrimSuffix(m.cfg.CheckServerURL, "/")+"/", 256)
 		if err != nil {
 			return false, "check service: " + err.Error()
 		}
@@ -186,7 +214,7 @@ func (m *Manager) runChecks(ctx context.Context, start time.Time, exitIP netip.A
 		return true, fmt.Sprintf("traffic exits as %s", got)
 	})
 
-	run(CheckDNSLeak, 8*time.Second, func(ctx context.Context) (bool, string) {
+	run(CheckDNSLeak, dnsLeakBudget, func(ctx context.Context) (bool, string) {
 		if !p.resolver.IsValid() {
 			return false, p.noResolver
 		}
@@ -194,11 +222,11 @@ func (m *Manager) runChecks(ctx context.Context, start time.Time, exitIP netip.A
 		if err != nil {
 			return false, err.Error()
 		}
-		if err := p.lookup(ctx, name); err != nil {
-			return false, fmt.Sprintf("resolving %s through %s %s: %v", name, p.resolverName, p.resolver, err)
+		if _, err := p.resolve(ctx, name); err != nil {
+			return false, fmt.Sprintf("resolving %s with %s %s %s: %v", name, p.resolverName, p.resolver, p.via, err)
 		}
 		u := strings.TrimSuffix(m.cfg.CheckServerURL, "/") + "/dns-log?name=" + url.QueryEscape(name)
-		_, body, err := httpGet(ctx, p.client, u, 64<<10)
+		_, body, err := httpGet(ctx, client, u, 64<<10)
 		if err != nil {
 			return false, "check service dns log: " + err.Error()
 		}
@@ -262,44 +290,18 @@ func uniqueName(zone string) (string, error) {
 	return "leak-" + hex.EncodeToString(b[:]) + "." + strings.Trim(strings.ToLower(zone), "."), nil
 }
 
-// dialVia dials through the user-space tunnel, resolving host names with the tunnel's
-// DNS server through the tunnel.
-func dialVia(ut *userTUN, dnsServer netip.Addr) func(context.Context, string, string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		host, port, err := net.SplitHostPort(addr)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := netip.ParseAddr(host); err != nil {
-			if !dnsServer.IsValid() {
-				return nil, fmt.Errorf("cannot resolve %s: wg_dns_server is not set", host)
-			}
-			ips, err := queryA(ctx, ut, dnsServer, host)
-			if err != nil {
-				return nil, fmt.Errorf("resolve %s through the tunnel: %w", host, err)
-			}
-			if len(ips) == 0 {
-				return nil, fmt.Errorf("resolve %s through the tunnel: no A record", host)
-			}
-			addr = net.JoinHostPort(ips[0].String(), port)
-		}
-		return ut.DialContext(ctx, network, addr)
-	}
-}
-
-// queryA asks server for name's A records over the tunnel, retrying over the budget.
-func queryA(ctx context.Context, ut *userTUN, server netip.Addr, name string) ([]netip.Addr, error) {
-	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(name), dns.TypeA)
-	var (
-		last error
-		ips  []netip.Addr
-	)
+// queryA asks server for name's A records over UDP sockets from dial, retrying on
+// timeouts over the context's budget.
+func queryA(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), server netip.Addr, name string) ([]netip.Addr, error) {
+	q := new(dns.Msg)
+	q.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	var last error
 	for ctx.Err() == nil {
-		last = func() error {
-			c, err := ut.DialContext(ctx, "udp", netip.AddrPortFrom(server, 53).String())
+		var ips []netip.Addr
+		ips, last = func() ([]netip.Addr, error) {
+			c, err := dial(ctx, "udp", netip.AddrPortFrom(server, 53).String())
 			if err != nil {
-				return err
+				return nil, err
 			}
 			defer c.Close()
 			dl := time.Now().Add(2 * time.Second)
@@ -308,27 +310,14 @@ func queryA(ctx context.Context, ut *userTUN, server netip.Addr, name string) ([
 			}
 			c.SetDeadline(dl)
 			dc := &dns.Conn{Conn: c}
-			if err := dc.WriteMsg(m); err != nil {
-				return err
+			if err := dc.WriteMsg(q); err != nil {
+				return nil, err
 			}
 			r, err := dc.ReadMsg()
 			if err != nil {
-				return err
+				return nil, err
 			}
-			if r.Id != m.Id {
-				return errors.New("mismatched answer")
-			}
-			if r.Rcode != dns.RcodeSuccess {
-				return fmt.Errorf("answer %s", dns.RcodeToString[r.Rcode])
-			}
-			for _, rr := range r.Answer {
-				if a, ok := rr.(*dns.A); ok {
-					if ip, ok := netip.AddrFromSlice(a.A.To4()); ok {
-						ips = append(ips, ip)
-					}
-				}
-			}
-			return nil
+			return aRecords(q, r)
 		}()
 		if last == nil {
 			return ips, nil
@@ -342,4 +331,23 @@ func queryA(ctx context.Context, ut *userTUN, server netip.Addr, name string) ([
 		last = ctx.Err()
 	}
 	return nil, last
+}
+
+// aRecords returns the IPv4 addresses answering q in r.
+func aRecords(q, r *dns.Msg) ([]netip.Addr, error) {
+	if r.Id != q.Id {
+		return nil, errors.New("mismatched answer")
+	}
+	if r.Rcode != dns.RcodeSuccess {
+		return nil, fmt.Errorf("answer %s", dns.RcodeToString[r.Rcode])
+	}
+	var ips []netip.Addr
+	for _, rr := range r.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			if ip, ok := netip.AddrFromSlice(a.A.To4()); ok {
+				ips = append(ips, ip)
+			}
+		}
+	}
+	return ips, nil
 }

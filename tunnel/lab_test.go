@@ -356,9 +356,13 @@ func (l *lab) egress(peerAddr string) app.EgressIP {
 	}
 }
 
-func (l *lab) manager(t *testing.T) *Manager {
+func (l *lab) manager(t *testing.T) *Manager { return l.wgManager(t, "") }
+
+// wgManager is manager with Config.WireGuardMode mode.
+func (l *lab) wgManager(t *testing.T, mode string) *Manager {
 	m := NewManager(Config{
 		CheckURL: "http://" + labInetIP + "/", CheckServerURL: "http://" + labInetIP, CheckDNSZone: labZone,
+		WireGuardMode: mode,
 	})
 	t.Cleanup(func() { m.Close() })
 	return m
@@ -451,19 +455,7 @@ func (c *container) dial(ctx context.Context, network, addr string) (net.Conn, e
 		return nil, err
 	}
 	defer h.Close()
-	var conn net.Conn
-	var dialErr error
-	if err := inNetns(h, func() error {
-		var d net.Dialer
-		conn, dialErr = d.DialContext(ctx, network, addr)
-		return nil
-	}); err != nil {
-		if conn != nil {
-			conn.Close()
-		}
-		return nil, err
-	}
-	return conn, dialErr
+	return dialInNetns(ctx, h, network, addr)
 }
 
 // httpGet fetches url from inside the container.

@@ -22,6 +22,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
+	"golang.zx2c4.com/wireguard/wgctrl"
 )
 
 // DefaultMTU is the MTU of a tunnel device unless Config.MTU says otherwise.
@@ -46,7 +47,12 @@ type Config struct {
 	// resolv.conf names it, and their DNS queries to it (UDP port 53) are answered through
 	// the proxy. Invalid means DefaultProxyDNSServer.
 	ProxyDNSServer netip.Addr
-	Logger         *slog.Logger
+	// WireGuardMode chooses how WireGuard tunnels run: WireGuardAuto ("" too) in the
+	// kernel when it has WireGuard (see KernelWireGuard), else wireguard-go in this
+	// process; WireGuardKernel or WireGuardUserspace force one (kernel makes Attach fail
+	// when the kernel has none). Test always runs wireguard-go in this process.
+	WireGuardMode string
+	Logger        *slog.Logger
 }
 
 // Manager runs the egress tunnels of containers in the server process and implements
@@ -59,6 +65,8 @@ type Manager struct {
 	hosts   map[string]*attachment
 	hostMus map[string]*sync.Mutex
 	closed  bool
+
+	fallbackOnce sync.Once // logs once that kernel WireGuard is unavailable
 }
 
 var _ app.Tunnel = (*Manager)(nil)
@@ -87,7 +95,9 @@ type attachment struct {
 	pid              int
 	key              string // what was asked: same key, nothing to do
 	ifname           string
-	dev              *device.Device // WireGuard
+	kind             string         // KindWireGuardKernel, KindWireGuardGo or KindProxy
+	dev              *device.Device // wireguard-go
+	wgc              *wgctrl.Client // kernel WireGuard: opened in the container's namespace
 	proxy            *proxyNet      // proxy
 	endpoint         string         // proxy server, host:port
 	h                *netlink.Handle
@@ -103,6 +113,7 @@ type Status struct {
 	EgressID   string    `json:"egress_id,omitempty"`
 	Pid        int       `json:"pid,omitempty"`
 	Interface  string    `json:"interface,omitempty"`
+	Kind       string    `json:"kind,omitempty"` // KindWireGuardKernel, KindWireGuardGo or KindProxy
 	AttachedAt time.Time `json:"attached_at,omitempty"`
 	// Endpoint is the WireGuard peer's or the proxy server's address.
 	Endpoint string `json:"endpoint,omitempty"`
@@ -138,12 +149,14 @@ func (m *Manager) deviceLogger(hostID string) *device.Logger {
 }
 
 // Attach gives the container whose init process is pid (app.RuntimeHost.Pid) the egress
-// tunnel of e, whose TUN device lives in the container's network namespace and carries all
+// tunnel of e, whose device lives in the container's network namespace and carries all
 // of its traffic, with the container's only routes (IPv4 and IPv6 default) into it or, for
 // a family the tunnel has no address of, unreachable:
 //
-//   - wireguard: a WireGuard device run by this process (wireguard-go) on that TUN; the
-//     container's resolver becomes wg_dns_server.
+//   - wireguard: a kernel WireGuard link, created and configured in the server's
+//     namespace (where its UDP socket stays) and moved into the container's, or, without
+//     kernel WireGuard (see Config.WireGuardMode), a WireGuard device run by this process
+//     (wireguard-go) on a TUN; the container's resolver becomes wg_dns_server.
 //   - proxy: a user-space network stack in this process ends the TUN's TCP and UDP and
 //     carries them through the proxy_config outbound (TCP always; UDP when the protocol
 //     carries it, else refused); the container's resolver becomes Config.ProxyDNSServer,
@@ -178,6 +191,10 @@ func (m *Manager) Attach(ctx context.Context, hostID string, pid int, e app.Egre
 		if err != nil {
 			return err
 		}
+		kernel, err := m.kernelWireGuard()
+		if err != nil {
+			return fmt.Errorf("tunnel attach %s: %w", hostID, err)
+		}
 		ep, err := cfg.endpoint(ctx)
 		if err != nil {
 			return fmt.Errorf("tunnel attach %s: %w", hostID, err)
@@ -185,7 +202,7 @@ func (m *Manager) Attach(ctx context.Context, hostID string, pid int, e app.Egre
 		uapi := cfg.uapi(ep)
 		endpoint = ep.String()
 		key = fmt.Sprintf("%d\x00%s\x00%s\x00%v\x00%s", pid, uapi, e.WGPeerAddress, cfg.dns, e.ID)
-		build = func() (*attachment, error) { return m.attach(hostID, pid, e.ID, cfg, uapi) }
+		build = func() (*attachment, error) { return m.attach(hostID, pid, e.ID, cfg, ep, uapi, kernel) }
 	}
 
 	hl := m.hostLock(hostID)
@@ -224,10 +241,11 @@ func (a *attachment) alive() bool {
 
 // prepare opens the namespace of the container whose init process is pid, checks that a
 // tunnel may be attached there (not the server's own namespace nor, when the container's
-// resolv.conf is to be written, its mount namespace; nothing but loopback), and creates the
-// tunnel's TUN device ifname in it. On error everything is released; otherwise the caller
-// owns tdev until it hands it to whatever closes it with the attachment.
-func (m *Manager) prepare(hostID string, pid int, egressID, ifname string, mtu int, resolver bool) (*attachment, tun.Device, netlink.Link, bool, error) {
+// resolv.conf is to be written, its mount namespace; nothing but loopback), and has mkdev
+// create the tunnel's device ifname in it (a TUN, which mkdev returns, or a kernel link).
+// On error everything is released; otherwise the caller owns tdev until it hands it to
+// whatever closes it with the attachment.
+func (m *Manager) prepare(hostID string, pid int, egressID, ifname string, resolver bool, mkdev func(*attachment) (tun.Device, error)) (*attachment, tun.Device, netlink.Link, bool, error) {
 	target, err := netns.GetFromPid(pid)
 	if err != nil {
 		return nil, nil, nil, false, fmt.Errorf("netns of pid %d: %w", pid, err)
@@ -256,23 +274,26 @@ func (m *Manager) prepare(hostID string, pid int, egressID, ifname string, mtu i
 		}
 	}
 	var v6off bool
-	if err := inNetns(target, func() error { v6off = ipv6Disabled(); return nil }); err != nil {
+	if err := inNetns(target, func() (err error) {
+		v6off = ipv6Disabled()
+		if a.h, err = netlink.NewHandle(); err != nil {
+			return fmt.Errorf("netlink: %w", err)
+		}
+		return nil
+	}); err != nil {
 		return fail(err)
 	}
-
-	tdev, h, err := CreateTUNInNetns(target, ifname, mtu)
-	if err != nil {
+	if tdev, err = mkdev(a); err != nil {
 		return fail(err)
 	}
-	a.h = h
-	link, err := h.LinkByName(ifname)
+	link, err := a.h.LinkByName(ifname)
 	if err != nil {
 		return fail(fmt.Errorf("find %s in the container: %w", ifname, err))
 	}
 	a.index = link.Attrs().Index
 	// The container must have nothing but loopback and the tunnel: anything else would be
 	// a way around it.
-	links, err := h.LinkList()
+	links, err := a.h.LinkList()
 	if err != nil {
 		return fail(fmt.Errorf("list container links: %w", err))
 	}
@@ -284,8 +305,19 @@ func (m *Manager) prepare(hostID string, pid int, egressID, ifname string, mtu i
 	return a, tdev, link, v6off, nil
 }
 
-func (m *Manager) attach(hostID string, pid int, egressID string, cfg *wgConfig, uapi string) (_ *attachment, err error) {
-	a, tdev, link, v6off, err := m.prepare(hostID, pid, egressID, InterfaceName, m.cfg.MTU, cfg.dns.IsValid())
+// tunDevice is prepare's mkdev for a TUN device.
+func tunDevice(ifname string, mtu int) func(*attachment) (tun.Device, error) {
+	return func(a *attachment) (tun.Device, error) { return createTUN(a.ns, ifname, mtu) }
+}
+
+// attach gives the container a WireGuard tunnel: kernel WireGuard or wireguard-go, with
+// the same link configuration and resolver either way.
+func (m *Manager) attach(hostID string, pid int, egressID string, cfg *wgConfig, ep netip.AddrPort, uapi string, kernel bool) (_ *attachment, err error) {
+	mkdev := tunDevice(InterfaceName, m.cfg.MTU)
+	if kernel {
+		mkdev = func(a *attachment) (tun.Device, error) { return nil, kernelDevice(a, InterfaceName, cfg, ep) }
+	}
+	a, tdev, link, v6off, err := m.prepare(hostID, pid, egressID, InterfaceName, cfg.dns.IsValid(), mkdev)
 	if err != nil {
 		return nil, err
 	}
@@ -294,16 +326,21 @@ func (m *Manager) attach(hostID string, pid int, egressID string, cfg *wgConfig,
 			a.close()
 		}
 	}()
-	// From here the device owns tdev: a.close closes it.
-	a.dev = device.NewDevice(&nsTUN{Device: tdev, h: a.h, index: a.index, mtu: m.cfg.MTU}, conn.NewDefaultBind(), m.deviceLogger(hostID))
-	if err := a.dev.IpcSet(uapi); err != nil {
-		return nil, fmt.Errorf("configure wireguard: %w", err)
+	if tdev != nil {
+		// From here the device owns tdev: a.close closes it.
+		a.kind = KindWireGuardGo
+		a.dev = device.NewDevice(&nsTUN{Device: tdev, h: a.h, index: a.index, mtu: m.cfg.MTU}, conn.NewDefaultBind(), m.deviceLogger(hostID))
+		if err := a.dev.IpcSet(uapi); err != nil {
+			return nil, fmt.Errorf("configure wireguard: %w", err)
+		}
 	}
 	if err := configureLink(a.h, link, cfg.addrs, m.cfg.MTU, v6off); err != nil {
 		return nil, err
 	}
-	if err := a.dev.Up(); err != nil {
-		return nil, fmt.Errorf("wireguard up: %w", err)
+	if a.dev != nil {
+		if err := a.dev.Up(); err != nil {
+			return nil, fmt.Errorf("wireguard up: %w", err)
+		}
 	}
 	if cfg.dns.IsValid() {
 		if err := writeResolvConf(pid, cfg.dns); err != nil {
@@ -381,31 +418,16 @@ func configureLink(h *netlink.Handle, link netlink.Link, addrs []netip.Prefix, m
 	return nil
 }
 
-// writeResolvConf makes dns the only resolver of the container. The file is opened
-// through the container's root with symlinks resolved inside it, so a container cannot
-// point it at a file of the server.
+// writeResolvConf makes dns the only resolver of the container.
 func writeResolvConf(pid int, dns netip.Addr) error {
-	root, err := unix.Open(fmt.Sprintf("/proc/%d/root", pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	f, err := openContainerFile(pid, "etc/resolv.conf", unix.O_WRONLY|unix.O_CREAT, 0o644)
 	if err != nil {
-		return fmt.Errorf("container root: %w", err)
+		return err
 	}
-	defer unix.Close(root)
-	fd, err := unix.Openat2(root, "etc/resolv.conf", &unix.OpenHow{
-		Flags:   unix.O_WRONLY | unix.O_CREAT | unix.O_CLOEXEC | unix.O_NOCTTY,
-		Mode:    0o644,
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
-	})
-	if err != nil {
-		return fmt.Errorf("container /etc/resolv.conf: %w", err)
-	}
-	f := os.NewFile(uintptr(fd), "resolv.conf")
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
 		return err
-	}
-	if !st.Mode().IsRegular() {
-		return errors.New("container /etc/resolv.conf is not a regular file")
 	}
 	if own, err := os.Stat("/etc/resolv.conf"); err == nil && os.SameFile(own, st) {
 		return errors.New("container /etc/resolv.conf is the server's own: refusing to rewrite it")
@@ -418,6 +440,32 @@ func writeResolvConf(pid int, dns netip.Addr) error {
 		return fmt.Errorf("container /etc/resolv.conf: %w", err)
 	}
 	return nil
+}
+
+// openContainerFile opens the regular file at path (relative, e.g. "etc/resolv.conf") in
+// the container of process pid, with symlinks resolved inside the container's root, so a
+// container cannot point it at a file of the server (nor, being non-blocking, make the
+// server wait on a FIFO).
+func openContainerFile(pid int, path string, flags int, mode uint64) (*os.File, error) {
+	root, err := unix.Open(fmt.Sprintf("/proc/%d/root", pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("container root: %w", err)
+	}
+	defer unix.Close(root)
+	fd, err := unix.Openat2(root, path, &unix.OpenHow{
+		Flags:   uint64(flags | unix.O_CLOEXEC | unix.O_NOCTTY | unix.O_NONBLOCK),
+		Mode:    mode,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("container /%s: %w", path, err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("container /%s is not a regular file", path)
+	}
+	return f, nil
 }
 
 // Detach removes a host's tunnel: the device closes, its TUN and routes vanish with it,
@@ -447,8 +495,8 @@ func (m *Manager) detachLocked(a *attachment) error {
 	return a.close()
 }
 
-// close releases everything; the TUN must be gone afterwards (it goes when its last file
-// descriptor closes; if it lingers it is deleted).
+// close releases everything; the device must be gone afterwards (a TUN goes when its last
+// file descriptor closes, else it is deleted; a kernel WireGuard link is deleted).
 func (a *attachment) close() error {
 	var err error
 	if a.dev != nil {
@@ -457,8 +505,14 @@ func (a *attachment) close() error {
 	if a.proxy != nil {
 		a.proxy.Close() // idempotent, likewise
 	}
+	if a.wgc != nil {
+		a.wgc.Close() // likewise
+	}
 	if a.h != nil && a.index > 0 {
 		deadline := time.Now().Add(2 * time.Second)
+		if a.kind == KindWireGuardKernel {
+			deadline = time.Time{} // nothing else removes a kernel link
+		}
 		for {
 			l, lerr := a.h.LinkByIndex(a.index)
 			if lerr != nil {
@@ -494,13 +548,17 @@ func (m *Manager) Status(hostID string) Status {
 		return st
 	}
 	st.Attached = true
-	st.EgressID, st.Pid, st.Interface, st.AttachedAt = a.egressID, a.pid, a.ifname, a.at
+	st.EgressID, st.Pid, st.Interface, st.Kind, st.AttachedAt = a.egressID, a.pid, a.ifname, a.kind, a.at
 	if p := a.proxy; p != nil {
 		st.Endpoint = a.endpoint
 		st.RxBytes, st.TxBytes = p.rx.Load(), p.tx.Load()
 		if ns := p.lastDial.Load(); ns != 0 {
 			st.LastHandshake = time.Unix(0, ns)
 		}
+		return st
+	}
+	if a.wgc != nil {
+		kernelStatus(a.wgc, a.ifname, &st)
 		return st
 	}
 	dev := a.dev

@@ -1,8 +1,10 @@
 package tunnel
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	goruntime "runtime"
 	"strings"
@@ -43,6 +45,25 @@ func inNetns(target netns.NsHandle, fn func() error) error {
 		errc <- fnErr
 	}()
 	return <-errc
+}
+
+// dialInNetns connects a socket created inside target.
+func dialInNetns(ctx context.Context, target netns.NsHandle, network, addr string) (net.Conn, error) {
+	var (
+		c   net.Conn
+		err error
+	)
+	if nsErr := inNetns(target, func() error {
+		var d net.Dialer
+		c, err = d.DialContext(ctx, network, addr)
+		return nil
+	}); nsErr != nil {
+		if c != nil {
+			c.Close()
+		}
+		return nil, nsErr
+	}
+	return c, err
 }
 
 // nsTUN is a TUN device living in another network namespace. wireguard-go's native TUN
@@ -89,15 +110,25 @@ func (b *NetnsBind) Open(port uint16) (fns []conn.ReceiveFunc, actual uint16, er
 // CreateTUNInNetns creates a TUN device named name inside target. The returned netlink
 // handle talks to target; the caller closes both.
 func CreateTUNInNetns(target netns.NsHandle, name string, mtu int) (tun.Device, *netlink.Handle, error) {
-	var (
-		dev tun.Device
-		h   *netlink.Handle
-	)
-	err := inNetns(target, func() error {
-		var err error
-		if h, err = netlink.NewHandle(); err != nil {
-			return fmt.Errorf("netlink: %w", err)
+	var h *netlink.Handle
+	if err := inNetns(target, func() (err error) { h, err = netlink.NewHandle(); return err }); err != nil {
+		if h != nil {
+			h.Close()
 		}
+		return nil, nil, fmt.Errorf("netlink: %w", err)
+	}
+	dev, err := createTUN(target, name, mtu)
+	if err != nil {
+		h.Close()
+		return nil, nil, err
+	}
+	return dev, h, nil
+}
+
+// createTUN creates a TUN device named name inside target.
+func createTUN(target netns.NsHandle, name string, mtu int) (tun.Device, error) {
+	var dev tun.Device
+	err := inNetns(target, func() (err error) {
 		if dev, err = tun.CreateTUN(name, mtu); err != nil {
 			return fmt.Errorf("create tun %s: %w", name, err)
 		}
@@ -107,12 +138,9 @@ func CreateTUNInNetns(target netns.NsHandle, name string, mtu int) (tun.Device, 
 		if dev != nil {
 			dev.Close()
 		}
-		if h != nil {
-			h.Close()
-		}
-		return nil, nil, err
+		return nil, err
 	}
-	return dev, h, nil
+	return dev, nil
 }
 
 // sameNetns reports whether process pid shares the server's network namespace.

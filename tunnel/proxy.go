@@ -437,10 +437,11 @@ func (p *proxyNet) relayUDP(in *gonet.UDPConn, dst netip.AddrPort) {
 // proxyTUNAddr, with the IPv4 default route into it and IPv6 unreachable, and resolver as
 // its only nameserver.
 func (m *Manager) attachProxy(hostID string, pid int, egressID string, d outbound.Dialer, resolver netip.Addr) (_ *attachment, err error) {
-	a, tdev, link, v6off, err := m.prepare(hostID, pid, egressID, ProxyInterfaceName, ProxyMTU, true)
+	a, tdev, link, v6off, err := m.prepare(hostID, pid, egressID, ProxyInterfaceName, true, tunDevice(ProxyInterfaceName, ProxyMTU))
 	if err != nil {
 		return nil, err
 	}
+	a.kind = KindProxy
 	defer func() {
 		if err != nil {
 			a.close()

@@ -32,23 +32,9 @@ func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// nsDial and nsListenPacket open sockets inside a namespace of the lab.
+// provDial and provListenPacket open sockets inside the provider namespace.
 func (l *lab) provDial(ctx context.Context, network, addr string) (net.Conn, error) {
-	var (
-		c   net.Conn
-		err error
-	)
-	if nsErr := inNetns(l.provNS, func() error {
-		var d net.Dialer
-		c, err = d.DialContext(ctx, network, addr)
-		return nil
-	}); nsErr != nil {
-		if c != nil {
-			c.Close()
-		}
-		return nil, nsErr
-	}
-	return c, err
+	return dialInNetns(ctx, l.provNS, network, addr)
 }
 
 func (l *lab) provListenPacket(ctx context.Context, network, addr string) (net.PacketConn, error) {
@@ -299,10 +285,7 @@ func TestProxyTunnel(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			byName := map[string]app.EgressCheck{}
-			for _, ch := range res.Checks {
-				byName[ch.Name] = ch
-			}
+			byName := checksByName(t, res)
 			if x := byName[CheckExitIP]; res.OK || x.OK || !strings.Contains(x.Reason, labExitIP) || !strings.Contains(x.Reason, "203.0.113.99") {
 				t.Fatalf("test with a wrong ip_address: %+v", res)
 			}
@@ -318,18 +301,7 @@ func TestProxyTunnel(t *testing.T) {
 			if err := m.Detach(ctx, host); err != nil {
 				t.Fatal(err)
 			}
-			rs, ls := c.routes(t)
-			for _, lk := range ls {
-				if lk.Attrs().Flags&net.FlagLoopback == 0 {
-					t.Errorf("interface %s left after detach", lk.Attrs().Name)
-				}
-			}
-			for _, r := range rs {
-				if r.LinkIndex != 0 && r.LinkIndex != ls[0].Attrs().Index {
-					t.Errorf("route %s left after detach", r)
-				}
-			}
-			assertNoConnectivity(t, c, true)
+			assertNoRoutes(t, c)
 
 			if err := m.Attach(ctx, host, c.pid, e); err != nil {
 				t.Fatal(err)

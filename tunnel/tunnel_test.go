@@ -1,11 +1,14 @@
 package tunnel
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -116,6 +119,26 @@ func assertNoConnectivity(t *testing.T, c *container, wantUnreachable bool) {
 	}
 }
 
+// assertNoRoutes checks the container has loopback only: no interface, no route out.
+func assertNoRoutes(t *testing.T, c *container) {
+	t.Helper()
+	rs, ls := c.routes(t)
+	lo := 0
+	for _, lk := range ls {
+		if lk.Attrs().Flags&net.FlagLoopback == 0 {
+			t.Errorf("container has interface %s", lk.Attrs().Name)
+		} else {
+			lo = lk.Attrs().Index
+		}
+	}
+	for _, r := range rs {
+		if r.LinkIndex != lo {
+			t.Errorf("container has route %s", r)
+		}
+	}
+	assertNoConnectivity(t, c, true)
+}
+
 // unreachable reports an immediate routing refusal (no route, or an unreachable route).
 func unreachable(err error) bool {
 	return errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTUNREACH)
@@ -142,9 +165,73 @@ func checkContainerDNS(t *testing.T, l *lab, c *container) {
 	}
 }
 
+// TestAttachNetnsContainer runs the lab scenario with wireguard-go, whatever the kernel has.
 func TestAttachNetnsContainer(t *testing.T) {
 	l := newLab(t)
-	m := l.manager(t)
+	attachScenario(t, l, l.wgManager(t, WireGuardUserspace), KindWireGuardGo)
+}
+
+// TestAttachNetnsContainerKernel runs the lab scenario with kernel WireGuard. It is skipped
+// on a kernel without WireGuard (no wireguard module), where it cannot run at all.
+func TestAttachNetnsContainerKernel(t *testing.T) {
+	requireLab(t)
+	if err := KernelWireGuard(); err != nil {
+		t.Skipf("kernel WireGuard unavailable (needs the wireguard kernel module): %v", err)
+	}
+	l := newLab(t)
+	m := l.wgManager(t, WireGuardKernel)
+	attachScenario(t, l, m, KindWireGuardKernel)
+
+	t.Run("IPv6 into the tunnel", func(t *testing.T) {
+		c := newNetnsContainer(t)
+		if err := m.Attach(context.Background(), "k6", c.pid, l.egress(labPeerAddr+", fd00:66::2/128")); err != nil {
+			t.Fatal(err)
+		}
+		assertOnlyTunnelRoutes(t, c, true)
+		if err := m.Detach(context.Background(), "k6"); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// linkKind is the kind of the container's tunnel device ("tuntap", "wireguard").
+func linkKind(t *testing.T, c *container, ifname string) string {
+	t.Helper()
+	_, ls := c.routes(t)
+	for _, l := range ls {
+		if l.Attrs().Name == ifname {
+			return l.Type()
+		}
+	}
+	t.Fatalf("container has no %s", ifname)
+	return ""
+}
+
+// udpPortOpen reports whether /proc/<pid>/net/udp{,6}, the UDP sockets of pid's network
+// namespace, has a socket bound to port.
+func udpPortOpen(t *testing.T, pid int, port int) bool {
+	t.Helper()
+	for _, f := range []string{"udp", "udp6"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fs := strings.Fields(line)
+			if len(fs) < 2 {
+				continue
+			}
+			_, hexPort, _ := strings.Cut(fs[1], ":")
+			if p, err := strconv.ParseUint(hexPort, 16, 16); err == nil && int(p) == port {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// attachScenario is the lab scenario of a WireGuard tunnel made by m, of kind.
+func attachScenario(t *testing.T, l *lab, m *Manager, kind string) {
 	c := newNetnsContainer(t)
 	ctx := context.Background()
 	e := l.egress(labPeerAddr)
@@ -157,8 +244,32 @@ func TestAttachNetnsContainer(t *testing.T) {
 			t.Fatalf("container exits as %q, want %s", got, labExitIP)
 		}
 		st := m.Status("h1")
-		if !st.Attached || st.EgressID != e.ID || st.LastHandshake.IsZero() || st.RxBytes == 0 {
+		if !st.Attached || st.EgressID != e.ID || st.Kind != kind || st.Endpoint != l.endpoint.String() ||
+			st.LastHandshake.IsZero() || st.RxBytes == 0 || st.TxBytes == 0 {
 			t.Fatalf("status %+v", st)
+		}
+	})
+	t.Run("device kind", func(t *testing.T) {
+		want := map[string]string{KindWireGuardGo: "tuntap", KindWireGuardKernel: "wireguard"}[kind]
+		if got := linkKind(t, c, InterfaceName); got != want {
+			t.Fatalf("%s is a %q link, want %q", InterfaceName, got, want)
+		}
+		if kind != KindWireGuardKernel {
+			return
+		}
+		// The kernel link's UDP socket stays in the server's namespace.
+		m.mu.Lock()
+		a := m.hosts["h1"]
+		m.mu.Unlock()
+		d, err := a.wgc.Device(InterfaceName)
+		if err != nil || d.ListenPort == 0 {
+			t.Fatalf("kernel device: %+v, %v", d, err)
+		}
+		if udpPortOpen(t, c.pid, d.ListenPort) {
+			t.Errorf("the WireGuard socket (port %d) is in the container's namespace", d.ListenPort)
+		}
+		if !udpPortOpen(t, os.Getpid(), d.ListenPort) {
+			t.Errorf("the WireGuard socket (port %d) is not in the server's namespace", d.ListenPort)
 		}
 	})
 	t.Run("DNS goes through the tunnel", func(t *testing.T) { checkContainerDNS(t, l, c) })
@@ -189,18 +300,7 @@ func TestAttachNetnsContainer(t *testing.T) {
 		if m.Status("h1").Attached {
 			t.Fatal("still attached")
 		}
-		rs, ls := c.routes(t)
-		for _, lk := range ls {
-			if lk.Attrs().Flags&net.FlagLoopback == 0 {
-				t.Errorf("interface %s left after detach", lk.Attrs().Name)
-			}
-		}
-		for _, r := range rs {
-			if r.LinkIndex != 0 && r.LinkIndex != ls[0].Attrs().Index {
-				t.Errorf("route %s left after detach", r)
-			}
-		}
-		assertNoConnectivity(t, c, true)
+		assertNoRoutes(t, c)
 		if err := m.Detach(ctx, "h1"); err != nil {
 			t.Fatalf("second detach: %v", err)
 		}
@@ -346,10 +446,7 @@ func TestManagerTest(t *testing.T) {
 		if res.OK {
 			t.Fatalf("passed with a wrong declared IP: %+v", res)
 		}
-		byName := map[string]app.EgressCheck{}
-		for _, c := range res.Checks {
-			byName[c.Name] = c
-		}
+		byName := checksByName(t, res)
 		x := byName[CheckExitIP]
 		if x.OK || !strings.Contains(x.Reason, labExitIP) || !strings.Contains(x.Reason, "203.0.113.99") {
 			t.Fatalf("exit_ip check: %+v", x)
@@ -369,6 +466,90 @@ func TestManagerTest(t *testing.T) {
 		_, err := m.Test(ctx, app.EgressIP{TunnelType: "openvpn", IPAddress: labExitIP})
 		var ae *app.Error
 		if !errors.As(err, &ae) || ae.Code != "tunnel_type_unsupported" {
+			t.Fatalf("err = %v", err)
+		}
+	})
+}
+
+// TestWireGuardModes proves the choice of WireGuard implementation on this machine's
+// kernel: auto takes kernel WireGuard when there is one and falls back to wireguard-go
+// otherwise; userspace is wireguard-go in any case; forcing kernel WireGuard without it
+// fails with an error saying why and leaves nothing behind; an unknown mode fails.
+func TestWireGuardModes(t *testing.T) {
+	l := newLab(t)
+	kerr := KernelWireGuard()
+	t.Logf("kernel WireGuard: %v", kerr)
+	ctx := context.Background()
+	e := l.egress(labPeerAddr)
+	autoKind, autoLink := KindWireGuardKernel, "wireguard"
+	if kerr != nil {
+		autoKind, autoLink = KindWireGuardGo, "tuntap"
+	}
+	for _, tc := range []struct{ mode, kind, link string }{
+		{"", autoKind, autoLink},
+		{WireGuardAuto, autoKind, autoLink},
+		{WireGuardUserspace, KindWireGuardGo, "tuntap"},
+	} {
+		t.Run("mode "+cmp.Or(tc.mode, "unset"), func(t *testing.T) {
+			m := l.wgManager(t, tc.mode)
+			c := newNetnsContainer(t)
+			if err := m.Attach(ctx, "m", c.pid, e); err != nil {
+				t.Fatal(err)
+			}
+			if got := waitExit(t, c, 15*time.Second); got != labExitIP {
+				t.Fatalf("container exits as %q, want %s", got, labExitIP)
+			}
+			if st := m.Status("m"); st.Kind != tc.kind {
+				t.Fatalf("status %+v, want kind %s", st, tc.kind)
+			}
+			if got := linkKind(t, c, InterfaceName); got != tc.link {
+				t.Fatalf("%s is a %q link, want %q", InterfaceName, got, tc.link)
+			}
+			if err := m.Detach(ctx, "m"); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+
+	t.Run("mode kernel", func(t *testing.T) {
+		m := l.wgManager(t, WireGuardKernel)
+		c := newNetnsContainer(t)
+		err := m.Attach(ctx, "k", c.pid, e)
+		if kerr == nil {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st := m.Status("k"); st.Kind != KindWireGuardKernel {
+				t.Fatalf("status %+v", st)
+			}
+			return
+		}
+		t.Logf("forced kernel mode: %v", err)
+		if err == nil || !strings.Contains(err.Error(), `WireGuard mode "kernel"`) || !strings.Contains(err.Error(), kerr.Error()) {
+			t.Fatalf("forced kernel WireGuard on a kernel without it: err = %v", err)
+		}
+		if errors.Is(kerr, unix.EOPNOTSUPP) && !strings.Contains(err.Error(), "wireguard module") {
+			t.Errorf("the error does not name the missing module: %v", err)
+		}
+		if m.Status("k").Attached {
+			t.Fatal("attached")
+		}
+		assertNoRoutes(t, c)
+		ls, err := netlink.LinkList()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, lk := range ls {
+			if strings.HasPrefix(lk.Attrs().Name, "ccpwg") {
+				t.Errorf("link %s left in the server's namespace", lk.Attrs().Name)
+			}
+		}
+	})
+
+	t.Run("unknown mode", func(t *testing.T) {
+		m := l.wgManager(t, "turbo")
+		c := newNetnsContainer(t)
+		if err := m.Attach(ctx, "u", c.pid, e); err == nil || !strings.Contains(err.Error(), `"turbo"`) {
 			t.Fatalf("err = %v", err)
 		}
 	})

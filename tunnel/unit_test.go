@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -33,6 +34,23 @@ func TestParseWGUAPI(t *testing.T) {
 		"replace_allowed_ips=true\nallowed_ip=0.0.0.0/0\nallowed_ip=::/0\n"
 	if got := c.uapi(ep); got != want {
 		t.Fatalf("uapi:\n%s\nwant:\n%s", got, want)
+	}
+	// Kernel WireGuard gets the same configuration through wgctrl.
+	kc, err := c.kernelConfig(ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "private_key=%x\nreplace_peers=%t\n", kc.PrivateKey[:], kc.ReplacePeers)
+	for _, p := range kc.Peers {
+		fmt.Fprintf(&b, "public_key=%x\npreshared_key=%x\nendpoint=%s\npersistent_keepalive_interval=%d\nreplace_allowed_ips=%t\n",
+			p.PublicKey[:], p.PresharedKey[:], p.Endpoint, int(p.PersistentKeepaliveInterval.Seconds()), p.ReplaceAllowedIPs)
+		for _, a := range p.AllowedIPs {
+			fmt.Fprintf(&b, "allowed_ip=%s\n", a.String())
+		}
+	}
+	if got := b.String(); got != want {
+		t.Fatalf("kernel config:\n%s\nwant:\n%s", got, want)
 	}
 	if !c.has(false) || !c.has(true) || c.addrs[1].String() != "fd00::2/128" {
 		t.Fatalf("addrs %v", c.addrs)
