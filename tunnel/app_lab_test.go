@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -104,7 +105,7 @@ func startLabServer(t *testing.T, l *lab, rt *labRuntime, dbPath string, cfg app
 	}
 	log := slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	m := NewManager(Config{CheckURL: "http://" + labInetIP + "/", CheckServerURL: "http://" + labInetIP,
-		CheckDNSZone: labZone, Logger: log})
+		CheckDNSZone: labZone, ProxyDNSServer: netip.MustParseAddr(labInetIP), Logger: log})
 	cfg.JWTSecret, cfg.BcryptCost, cfg.Workers = []byte(strings.Repeat("s", 40)), 4, 2
 	svc, err := app.New(cfg, app.Deps{Store: db, Runtime: rt, Tunnel: m, Logger: log})
 	if err != nil {
@@ -193,14 +194,70 @@ func (l *lab) restartProvider(t *testing.T) {
 	l.startProvider(t)
 }
 
-// TestServiceEgressLifecycleLab runs the whole loop with the real parts: app.Service over
-// bbolt, the real Manager, a lab namespace as the host's container and the lab's WireGuard
-// provider. Bind → checked and exiting as the egress IP; provider killed → no traffic at
-// all and, by the periodic re-check, the host unavailable with an event; provider back →
-// cleared; unbind → no route; server restart → re-attached by Reconcile, traffic again.
-// The steps share the lab (whose parts clean up with the test), so they are not subtests.
+// labTunnel is one tunnel type of the lifecycle lab: the egress that gives a container its
+// way out through the lab's provider, and how to kill and revive the provider's end of it.
+type labTunnel struct {
+	ifname string           // the tunnel device in the container
+	egress app.EgressIP     // created through the service (its ID is the service's)
+	kill   func()           // the provider's end dies
+	revive func(*testing.T) // and comes back, at the same address with the same keys
+}
+
+// egressInput is the creation body of e.
+func egressInput(e app.EgressIP) app.EgressInput {
+	str := func(v string) *string {
+		if v == "" {
+			return nil
+		}
+		return &v
+	}
+	in := app.EgressInput{Label: str(e.Label), IPAddress: str(e.IPAddress), TunnelType: str(e.TunnelType),
+		WGEndpoint: str(e.WGEndpoint), WGPublicKey: str(e.WGPublicKey), WGPrivateKey: str(e.WGPrivateKey),
+		WGPresharedKey: str(e.WGPresharedKey), WGAllowedIPs: str(e.WGAllowedIPs), WGDNSServer: str(e.WGDNSServer),
+		WGPeerAddress: str(e.WGPeerAddress)}
+	if e.ProxyConfig != nil {
+		raw := e.ProxyConfig
+		in.ProxyConfig = &raw
+	}
+	return in
+}
+
+// TestServiceEgressLifecycleLab runs the whole loop with the real parts, for every tunnel
+// type (WireGuard and each proxy): app.Service over bbolt, the real Manager, a lab namespace
+// as the host's container and the lab's provider. Bind → checked, exiting as the egress
+// IP, DNS through the tunnel; a wrong declared ip_address → the host check fails exit_ip
+// and flags the host, the right one clears it; provider killed → no traffic at all and, by
+// the periodic re-check, the host unavailable with an event; provider back → cleared;
+// unbind → no route; server restart → re-attached by Reconcile, traffic again.
+//
+// The types share one lab and run in parallel, each with its own server, database and
+// container (the WireGuard provider is the lab's, the proxy servers the subtests' own).
 func TestServiceEgressLifecycleLab(t *testing.T) {
 	l := newLab(t)
+	type tunnelType struct {
+		name  string
+		setup func(t *testing.T) labTunnel // in the subtest: what it starts ends with it
+	}
+	types := []tunnelType{{"wireguard", func(t *testing.T) labTunnel {
+		return labTunnel{ifname: InterfaceName, egress: l.egress(labPeerAddr), kill: func() { l.provDev.Close() }, revive: l.restartProvider}
+	}}}
+	for _, pc := range labProxyCases(t) {
+		types = append(types, tunnelType{pc.name, func(t *testing.T) labTunnel {
+			srv := l.startProxy(t, pc.cfg, pc.tls)
+			return labTunnel{ifname: ProxyInterfaceName, egress: proxyEgress("", srv.raw), kill: srv.stop,
+				revive: func(t *testing.T) { l.restartProxy(t, srv) }}
+		}})
+	}
+	for _, tc := range types {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			serviceEgressLifecycle(t, l, tc.setup(t))
+		})
+	}
+}
+
+// serviceEgressLifecycle is the loop of TestServiceEgressLifecycleLab for one tunnel type.
+func serviceEgressLifecycle(t *testing.T, l *lab, tun labTunnel) {
 	c := newNetnsContainer(t)
 	rt := &labRuntime{pid: c.pid, hosts: map[string]*app.RuntimeHost{}}
 	dbPath := filepath.Join(t.TempDir(), "lab.db")
@@ -213,11 +270,11 @@ func TestServiceEgressLifecycleLab(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := l.egress(labPeerAddr)
-	e.CreatedAt, e.UpdatedAt = time.Now().UTC(), time.Now().UTC()
-	if err := srv.db.Update(ctx, func(tx app.Tx) error { return tx.PutEgress(e) }); err != nil {
+	eg, err := srv.svc.CreateEgress(ctx, labAdmin, egressInput(tun.egress))
+	if err != nil {
 		t.Fatal(err)
 	}
+	eid := eg.ID
 	hc, err := srv.svc.CreateHost(ctx, labAdmin, app.CreateHostInput{UserID: u.ID})
 	if err != nil {
 		t.Fatal(err)
@@ -233,23 +290,53 @@ func TestServiceEgressLifecycleLab(t *testing.T) {
 
 	bind := func() app.Binding {
 		t.Helper()
-		b, err := srv.svc.CreateBinding(ctx, labAdmin, app.BindingInput{HostID: id, EgressIPID: e.ID})
+		b, err := srv.svc.CreateBinding(ctx, labAdmin, app.BindingInput{HostID: id, EgressIPID: eid})
 		if err != nil {
 			t.Fatal(err)
 		}
 		eventually(t, 20*time.Second, "the bound host's egress check passes", func() (bool, string) {
 			h := srv.host(t, id)
-			return h.Status == app.HostRunning && h.EgressCheck != nil && h.EgressCheck.OK && h.EgressCheck.EgressIPID == e.ID, hostState(h)
+			return h.Status == app.HostRunning && h.EgressCheck != nil && h.EgressCheck.OK && h.EgressCheck.EgressIPID == eid, hostState(h)
 		})
 		if got := waitExit(t, c, 15*time.Second); got != labExitIP {
 			t.Fatalf("container exits as %q, want %s", got, labExitIP)
 		}
-		assertOnlyTunnelRoutes(t, c, false)
+		assertOnlyRoutesVia(t, c, tun.ifname, false)
 		return b
 	}
+	// failedEvent finds an egress.check failure event after since that says each of want.
+	failedEvent := func(since time.Time, want ...string) (bool, string) {
+		for _, ev := range srv.events(t, id, "egress.check") {
+			if ev.Result != app.ResultFailure || !ev.Time.After(since) {
+				continue
+			}
+			ok := true
+			for _, w := range want {
+				ok = ok && strings.Contains(ev.Message, w)
+			}
+			if ok {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("no egress.check failure event saying %q yet", want)
+	}
+	// cleared waits for the host to be running again with a passing check, recorded as
+	// the newest event.
+	cleared := func(what string) {
+		t.Helper()
+		eventually(t, 40*time.Second, what, func() (bool, string) {
+			h := srv.host(t, id)
+			if h.Status != app.HostRunning || h.UnavailableReason != "" || h.EgressCheck == nil || !h.EgressCheck.OK {
+				return false, hostState(h)
+			}
+			evs := srv.events(t, id, "egress.check")
+			return evs[0].Result == app.ResultSuccess && strings.Contains(evs[0].Message, "host available again"), evs[0].Message
+		})
+	}
 
-	step("bind: checked, exits as the egress IP")
+	step("bind: checked, exits as the egress IP, DNS through the tunnel")
 	b := bind()
+	checkContainerDNS(t, l, c)
 	evs := srv.events(t, id, "egress.check")
 	// (A reconcile pass may find the fresh tunnel before the bind's own check starts: then
 	// that pass's check, "after reattach", is the one.)
@@ -267,11 +354,44 @@ func TestServiceEgressLifecycleLab(t *testing.T) {
 		t.Fatalf("passing periodic checks recorded %d events", n-1)
 	}
 
+	step("a wrong declared ip_address: exit_ip fails the match, the host is flagged")
+	const wrongIP = "203.0.113.99"
+	attached := srv.m.Status(id).AttachedAt
+	changed := time.Now()
+	ip := wrongIP
+	if _, err := srv.svc.UpdateEgress(ctx, labAdmin, eid, app.EgressInput{IPAddress: &ip}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "the host is marked unavailable for its exit IP", func() (bool, string) {
+		h := srv.host(t, id)
+		if h.Status != app.HostUnavailable || !strings.Contains(h.UnavailableReason, CheckExitIP) {
+			return false, hostState(h)
+		}
+		return failedEvent(changed, CheckExitIP+" FAILED", "host marked unavailable")
+	})
+	h := srv.host(t, id)
+	for _, ch := range h.EgressCheck.Checks {
+		switch ok := ch.OK; {
+		case ch.Name == CheckExitIP && (ok || !strings.Contains(ch.Reason, labExitIP) || !strings.Contains(ch.Reason, wrongIP)):
+			t.Errorf("exit_ip with the wrong ip_address: %+v", ch)
+		case ch.Name != CheckExitIP && !ok:
+			t.Errorf("a wrong ip_address failed %s too: %+v", ch.Name, ch)
+		}
+	}
+	if st := srv.m.Status(id); !st.Attached || !st.AttachedAt.Equal(attached) {
+		t.Errorf("changing ip_address rebuilt the tunnel: %+v", st)
+	}
+	ip = labExitIP
+	if _, err := srv.svc.UpdateEgress(ctx, labAdmin, eid, app.EgressInput{IPAddress: &ip}); err != nil {
+		t.Fatal(err)
+	}
+	cleared("the right ip_address clears the host")
+
 	step("provider killed: no traffic at all, host flagged by the periodic check")
 	killed := time.Now()
-	l.provDev.Close()
+	tun.kill()
 	rx0, tx0, _ := srv.m.TunnelTraffic(id)
-	// Nothing gets out: not the check service's address, not the provider's own endpoint
+	// Nothing gets out: not the check service's address, not the provider's own address
 	// (reachable from the server, never from the container), not IPv6.
 	assertNoConnectivity(t, c, false)
 	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -280,19 +400,13 @@ func TestServiceEgressLifecycleLab(t *testing.T) {
 		t.Fatal("container reached the provider around the tunnel")
 	}
 	cancel()
-	assertOnlyTunnelRoutes(t, c, false)
+	assertOnlyRoutesVia(t, c, tun.ifname, false)
 	eventually(t, 40*time.Second, "the host is marked unavailable with a failure event", func() (bool, string) {
 		h := srv.host(t, id)
-		if h.Status != app.HostUnavailable || !strings.Contains(h.UnavailableReason, "connectivity") {
+		if h.Status != app.HostUnavailable || !strings.Contains(h.UnavailableReason, CheckConnectivity) {
 			return false, hostState(h)
 		}
-		for _, ev := range srv.events(t, id, "egress.check") {
-			if ev.Result == app.ResultFailure && ev.Time.After(killed) && strings.Contains(ev.Message, "after recheck") &&
-				strings.Contains(ev.Message, "connectivity FAILED") && strings.Contains(ev.Message, "host marked unavailable") {
-				return true, ""
-			}
-		}
-		return false, "no egress.check failure event yet; " + hostState(h)
+		return failedEvent(killed, "after recheck", CheckConnectivity+" FAILED", "host marked unavailable")
 	})
 	t.Logf("flagged %v after the kill: %s", time.Since(killed).Round(time.Millisecond), hostState(srv.host(t, id)))
 	// The cheap signal (app.TunnelTraffic) saw it too: the dead tunnel sent, heard nothing.
@@ -301,17 +415,10 @@ func TestServiceEgressLifecycleLab(t *testing.T) {
 	}
 
 	step("provider back: the next check clears the host")
-	l.restartProvider(t)
+	tun.revive(t)
 	back := time.Now()
-	eventually(t, 40*time.Second, "the host is available again", func() (bool, string) {
-		h := srv.host(t, id)
-		if h.Status != app.HostRunning || h.UnavailableReason != "" || !h.EgressCheck.OK {
-			return false, hostState(h)
-		}
-		evs := srv.events(t, id, "egress.check")
-		return evs[0].Result == app.ResultSuccess && strings.Contains(evs[0].Message, "host available again"), evs[0].Message
-	})
-	t.Logf("cleared %v after the restart", time.Since(back).Round(time.Millisecond))
+	cleared("the host is available again")
+	t.Logf("cleared %v after the revival", time.Since(back).Round(time.Millisecond))
 	if got := waitExit(t, c, 15*time.Second); got != labExitIP {
 		t.Fatalf("container exits as %q", got)
 	}
@@ -358,6 +465,7 @@ func TestServiceEgressLifecycleLab(t *testing.T) {
 	bind()
 	srv.stop() // the server goes, and with it the tunnel: the container has no way out
 	assertNoRoutes(t, c)
+	restarted := time.Now()
 	srv = startLabServer(t, l, rt, dbPath, app.Config{ReconcileInterval: -1, EgressRecheckInterval: time.Second})
 	if srv.m.Status(id).Attached {
 		t.Fatal("attached before Reconcile")
@@ -365,17 +473,18 @@ func TestServiceEgressLifecycleLab(t *testing.T) {
 	if _, err := srv.svc.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if st := srv.m.Status(id); !st.Attached || st.EgressID != e.ID || st.Pid != c.pid {
+	if st := srv.m.Status(id); !st.Attached || st.EgressID != eid || st.Pid != c.pid || st.Interface != tun.ifname {
 		t.Fatalf("Reconcile did not re-attach: %+v", st)
 	}
 	if got := waitExit(t, c, 15*time.Second); got != labExitIP {
 		t.Fatalf("container exits as %q after the restart, want %s", got, labExitIP)
 	}
-	assertOnlyTunnelRoutes(t, c, false)
+	assertOnlyRoutesVia(t, c, tun.ifname, false)
+	checkContainerDNS(t, l, c)
 	eventually(t, 20*time.Second, "the re-attached egress is checked", func() (bool, string) {
 		h := srv.host(t, id)
 		return h.Status == app.HostRunning && h.EgressCheck != nil && h.EgressCheck.OK &&
-			h.EgressCheck.Trigger == app.CheckTriggerReattach, hostState(h)
+			h.EgressCheck.Trigger == app.CheckTriggerReattach && h.EgressCheck.CheckedAt.After(restarted), hostState(h)
 	})
 	step("done")
 }

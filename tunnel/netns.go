@@ -143,9 +143,14 @@ func createTUN(target netns.NsHandle, name string, mtu int) (tun.Device, error) 
 	return dev, nil
 }
 
-// sameNetns reports whether process pid shares the server's network namespace.
+// sameNetns reports whether target is the server's own network namespace. That is the
+// namespace of the calling thread (every thread not inside inNetns is in it), not
+// /proc/<pid>/ns/net: that is the main thread's, and the main thread may be running an
+// inNetns function in a container's namespace at that very moment.
 func sameNetns(target netns.NsHandle) (bool, error) {
-	self, err := netns.GetFromPid(os.Getpid())
+	goruntime.LockOSThread()
+	self, err := netns.Get()
+	goruntime.UnlockOSThread()
 	if err != nil {
 		return false, err
 	}

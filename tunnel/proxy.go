@@ -268,11 +268,13 @@ func (p *proxyNet) copyCounting(dst, src net.Conn, n *atomic.Uint64) {
 	for {
 		nr, err := src.Read(buf)
 		if nr > 0 {
-			if _, werr := dst.Write(buf[:nr]); werr != nil {
-				return
-			}
+			// Counted as received before it is passed on, so whoever read it finds it
+			// counted.
 			if n != nil {
 				n.Add(uint64(nr))
+			}
+			if _, werr := dst.Write(buf[:nr]); werr != nil {
+				return
 			}
 		}
 		if err != nil {
@@ -414,11 +416,11 @@ func (p *proxyNet) relayUDP(in *gonet.UDPConn, dst netip.AddrPort) {
 				return
 			}
 			last.Store(time.Now().UnixNano())
+			if n != nil {
+				n.Add(uint64(nr)) // before it is passed on, as in copyCounting
+			}
 			if _, err := dst.Write(b[:nr]); err != nil && !errors.Is(err, io.ErrShortWrite) {
 				return
-			}
-			if n != nil {
-				n.Add(uint64(nr))
 			}
 		}
 	}

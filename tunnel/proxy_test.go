@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -59,14 +60,55 @@ func (l *lab) provListenPacket(ctx context.Context, network, addr string) (net.P
 type proxyServer struct {
 	raw  json.RawMessage // the proxy_config clients use
 	addr netip.AddrPort
-	stop func() // kills it: listener and every connection and socket closed
+	udp  bool                  // it also listens on UDP at addr (shadowsocks)
+	sc   outbound.ServerConfig // what it serves with, but for its UDP socket
+	kill func()                // of the running server
 }
+
+// stop kills the server: listener and every connection and socket closed.
+func (p *proxyServer) stop() { p.kill() }
 
 // startProxy runs the server of cfg (a proxy_config without server and port) in the
 // provider namespace, with TLS from a throwaway CA the config trusts when withTLS.
 func (l *lab) startProxy(t *testing.T, cfg map[string]any, withTLS bool) *proxyServer {
 	t.Helper()
 	provIP := l.endpoint.Addr()
+	p := &proxyServer{udp: cfg["type"] == "shadowsocks"}
+	ln, pc := l.proxyListen(t, netip.AddrPortFrom(provIP, 0), p.udp)
+	port := ln.Addr().(*net.TCPAddr).Port
+	p.addr = netip.AddrPortFrom(provIP, uint16(port))
+	p.sc = outbound.ServerConfig{Dial: l.provDial, ListenPacket: l.provListenPacket, Logger: testLogger(t).With("side", "provider")}
+	if withTLS {
+		serverTLS, caPEM, err := outbound.SelfSigned(provIP.String())
+		if err != nil {
+			ln.Close()
+			t.Fatal(err)
+		}
+		p.sc.TLS = serverTLS
+		cfg["tls"] = map[string]any{"enabled": true, "certificate": string(caPEM)}
+	}
+	cfg["server"], cfg["server_port"] = provIP.String(), port
+	var err error
+	if p.raw, err = json.Marshal(cfg); err != nil {
+		ln.Close()
+		t.Fatal(err)
+	}
+	l.serveProxy(t, p, ln, pc)
+	return p
+}
+
+// restartProxy runs the killed server p again: same address, config and certificate, so
+// the clients of the proxy_config it had find it again.
+func (l *lab) restartProxy(t *testing.T, p *proxyServer) {
+	t.Helper()
+	ln, pc := l.proxyListen(t, p.addr, p.udp)
+	l.serveProxy(t, p, ln, pc)
+}
+
+// proxyListen opens the server's listener at addr in the provider namespace, and its UDP
+// socket on the same port when udp (retrying the pick of a port when addr has none).
+func (l *lab) proxyListen(t *testing.T, addr netip.AddrPort, udp bool) (net.Listener, net.PacketConn) {
+	t.Helper()
 	var (
 		ln net.Listener
 		pc net.PacketConn
@@ -74,13 +116,13 @@ func (l *lab) startProxy(t *testing.T, cfg map[string]any, withTLS bool) *proxyS
 	err := inNetns(l.provNS, func() error {
 		for try := 0; ; try++ {
 			var err error
-			if ln, err = net.Listen("tcp", netip.AddrPortFrom(provIP, 0).String()); err != nil {
+			if ln, err = net.Listen("tcp", addr.String()); err != nil {
 				return err
 			}
-			if cfg["type"] != "shadowsocks" {
+			if !udp {
 				return nil
 			}
-			if pc, err = net.ListenPacket("udp", ln.Addr().String()); err == nil || try > 10 {
+			if pc, err = net.ListenPacket("udp", ln.Addr().String()); err == nil || try > 10 || addr.Port() != 0 {
 				return err
 			}
 			ln.Close()
@@ -92,42 +134,32 @@ func (l *lab) startProxy(t *testing.T, cfg map[string]any, withTLS bool) *proxyS
 		}
 		t.Fatalf("proxy server listener: %v", err)
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	sc := outbound.ServerConfig{UDP: pc, Dial: l.provDial, ListenPacket: l.provListenPacket, Logger: testLogger(t).With("side", "provider")}
-	if withTLS {
-		serverTLS, caPEM, err := outbound.SelfSigned(provIP.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		sc.TLS = serverTLS
-		cfg["tls"] = map[string]any{"enabled": true, "certificate": string(caPEM)}
-	}
-	cfg["server"], cfg["server_port"] = provIP.String(), port
-	raw, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	return ln, pc
+}
+
+// serveProxy serves p on ln (and pc) until it is stopped or the test ends.
+func (l *lab) serveProxy(t *testing.T, p *proxyServer, ln net.Listener, pc net.PacketConn) {
+	sc := p.sc
+	sc.UDP = pc
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- outbound.Serve(ctx, ln, raw, sc) }()
-	var stopped bool
+	go func() { done <- outbound.Serve(ctx, ln, p.raw, sc) }()
+	var once sync.Once
 	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("proxy server: %v", err)
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("proxy server: %v", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Error("proxy server did not stop")
 			}
-		case <-time.After(5 * time.Second):
-			t.Error("proxy server did not stop")
-		}
+		})
 	}
 	t.Cleanup(stop)
-	return &proxyServer{raw: raw, addr: netip.AddrPortFrom(provIP, uint16(port)), stop: stop}
+	p.kill = stop
 }
 
 // startUDPService answers every datagram to labInetIP:labUDPPort with the sender's
@@ -207,6 +239,29 @@ func randomSS2022Key(t *testing.T) string {
 	return base64.StdEncoding.EncodeToString(k)
 }
 
+// labProxyCase is a proxy type of the lab: the provider's server config (a proxy_config
+// without server and port; startProxy completes it), whether it runs over TLS, and whether
+// the outbound carries UDP.
+type labProxyCase struct {
+	name string
+	cfg  map[string]any
+	tls  bool
+	udp  bool
+}
+
+// labProxyCases are the lab's proxy types, one of each, with fresh configs.
+func labProxyCases(t *testing.T) []labProxyCase {
+	const id = "b831381d-6324-4d53-ad4f-8cda48b30811"
+	return []labProxyCase{
+		{"socks", map[string]any{"type": "socks", "username": "lab", "password": "secret"}, false, true},
+		{"http", map[string]any{"type": "http", "username": "lab", "password": "secret"}, false, false},
+		{"shadowsocks", map[string]any{"type": "shadowsocks", "method": "2022-blake3-aes-128-gcm", "password": randomSS2022Key(t)}, false, true},
+		{"vmess", map[string]any{"type": "vmess", "uuid": id, "security": "aes-128-gcm"}, false, true},
+		{"vless", map[string]any{"type": "vless", "uuid": id}, true, true},
+		{"trojan", map[string]any{"type": "trojan", "password": "secret"}, true, true},
+	}
+}
+
 // Every proxy type, through a real TUN in a container namespace: the container exits as
 // the egress IP, its DNS reaches the check service through the proxy, its UDP goes through
 // when the protocol carries it and is refused otherwise, it has no route but the TUN, the
@@ -217,20 +272,7 @@ func TestProxyTunnel(t *testing.T) {
 	l := newLab(t)
 	l.startUDPService(t)
 	m := l.proxyManager(t)
-	const id = "b831381d-6324-4d53-ad4f-8cda48b30811"
-	cases := []struct {
-		name string
-		cfg  map[string]any
-		tls  bool
-		udp  bool // the outbound carries UDP
-	}{
-		{"socks", map[string]any{"type": "socks", "username": "lab", "password": "secret"}, false, true},
-		{"http", map[string]any{"type": "http", "username": "lab", "password": "secret"}, false, false},
-		{"shadowsocks", map[string]any{"type": "shadowsocks", "method": "2022-blake3-aes-128-gcm", "password": randomSS2022Key(t)}, false, true},
-		{"vmess", map[string]any{"type": "vmess", "uuid": id, "security": "aes-128-gcm"}, false, true},
-		{"vless", map[string]any{"type": "vless", "uuid": id}, true, true},
-		{"trojan", map[string]any{"type": "trojan", "password": "secret"}, true, true},
-	}
+	cases := labProxyCases(t)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()

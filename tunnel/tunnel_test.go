@@ -8,8 +8,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	goruntime "runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
 	"github.com/miekg/dns"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -411,6 +414,59 @@ func TestAttachRefusesUnsafeTargets(t *testing.T) {
 	}
 	if m.Status("extra").Attached {
 		t.Fatal("refused attach is attached")
+	}
+}
+
+// sameNetns tells the server's namespace from another even while goroutines hold threads
+// in that other one: the main thread may be one of them, and /proc/<pid>/ns/net (the main
+// thread's) then names the other namespace, not the server's.
+func TestSameNetnsWhileThreadsAreElsewhere(t *testing.T) {
+	requireLab(t)
+	other := addNetns(t, "cctn"+randHex(3))
+	goruntime.LockOSThread()
+	self, err := netns.Get()
+	goruntime.UnlockOSThread()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer self.Close()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 2 * goruntime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := inNetns(other, func() error { time.Sleep(20 * time.Microsecond); return nil }); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	n, wrong := 0, 0
+	for deadline := time.Now().Add(300 * time.Millisecond); time.Now().Before(deadline); n++ {
+		inOther, err := sameNetns(other)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inSelf, err := sameNetns(self)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if inOther || !inSelf {
+			wrong++
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if wrong > 0 {
+		t.Fatalf("sameNetns mistook the server's namespace %d times in %d", wrong, n)
 	}
 }
 
