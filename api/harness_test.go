@@ -2,46 +2,19 @@ package api_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/api"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/internal/testenv"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/storage"
 )
-
-// clock is a settable test clock.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	c.now = t
-	c.mu.Unlock()
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // env is a whole server on a real bbolt file, behind httptest.
 type env struct {
@@ -50,7 +23,7 @@ type env struct {
 	svc     *app.Service
 	db      *storage.DB
 	api     *api.Server
-	clock   *clock
+	clock   *testenv.Clock
 	admin   string // admin JWT
 	adminID string
 }
@@ -71,30 +44,17 @@ func withConfig(fn func(*app.Config)) envOption {
 
 func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
-	db, err := storage.Open(filepath.Join(t.TempDir(), "test.db"), storage.Options{MaxBatchDelay: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	clk := &clock{now: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
-	cfg := app.Config{JWTSecret: []byte(strings.Repeat("s", 40)), BcryptCost: 4, TokenHashKey: []byte("token-hash-key-for-tests"),
-		ReconcileInterval: -1}
-	deps := app.Deps{Store: db, Clock: clk, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	acfg := api.Config{}
-	for _, o := range opts {
-		o(&cfg, &deps, &acfg)
-	}
-	svc, err := app.New(cfg, deps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	wait, err := svc.Start(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); wait() })
-	a := api.New(svc, acfg, deps.Logger)
+	te := testenv.NewService(t, testenv.WithConfig(func(c *app.Config) {
+		c.TokenHashKey, c.ReconcileInterval = []byte("token-hash-key-for-tests"), -1
+	}), func(s *testenv.Setup) {
+		for _, o := range opts {
+			o(&s.Config, &s.Deps, &acfg)
+		}
+	})
+	svc, db, clk := te.Service, te.DB, te.Clock
+	ctx := te.Start()
+	a := api.New(svc, acfg, te.Logger)
 	srv := httptest.NewServer(a.Handler())
 	t.Cleanup(srv.Close)
 	e := &env{t: t, srv: srv, svc: svc, db: db, api: a, clock: clk}

@@ -15,12 +15,12 @@ import (
 	"os"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/api"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/internal/testenv"
 )
 
 // tokGenericMessage is the one message of every 401.
@@ -35,24 +35,6 @@ func tokDate(s string) time.Time {
 		panic(err)
 	}
 	return d
-}
-
-// tokLogBuffer is a goroutine-safe log sink.
-type tokLogBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *tokLogBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *tokLogBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // withLogOutput sends the service's and the REST door's log, at debug level, to w.
@@ -1316,7 +1298,7 @@ func TestTokenAuditEvents(t *testing.T) {
 // The value is shown once: never in a list or get response, the audit log, the server log or
 // the database file.
 func TestTokenValueNeverLeaks(t *testing.T) {
-	logs := &tokLogBuffer{}
+	logs := &testenv.Buffer{}
 	e := newEnv(t, withLogOutput(logs))
 	uid, jwt := e.user("alice", app.RoleUser)
 	var values []string

@@ -24,6 +24,7 @@ import (
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/api"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/internal/testenv"
 )
 
 // ---- a websocket client small enough to read an RFB banner ----
@@ -154,84 +155,9 @@ func (c *wsConn) readBanner(t *testing.T) string {
 
 // ---- a fake engine and a fake desktop (no Docker, no root) ----
 
-// fakeRuntime runs "containers" as map entries; each start gets a fresh pid.
-type fakeRuntime struct {
-	mu    sync.Mutex
-	hosts map[string]*app.RuntimeHost
-	pid   int
-}
-
-func newFakeRuntime() *fakeRuntime {
-	return &fakeRuntime{hosts: map[string]*app.RuntimeHost{}, pid: 4000000}
-}
-
-func (f *fakeRuntime) Ping(context.Context) error { return nil }
-
-func (f *fakeRuntime) Create(_ context.Context, spec app.HostSpec) (app.RuntimeHost, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if h, ok := f.hosts[spec.HostID]; ok {
-		return *h, nil
-	}
-	h := &app.RuntimeHost{HostID: spec.HostID, UserID: spec.UserID, ContainerID: "fake-" + spec.HostID, Image: spec.Image, State: app.StateCreated}
-	f.hosts[spec.HostID] = h
-	return *h, nil
-}
-
-func (f *fakeRuntime) Start(_ context.Context, id string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	h, ok := f.hosts[id]
-	if !ok {
-		return &app.RuntimeError{Code: "container_missing", Message: "no container"}
-	}
-	if h.State != app.StateRunning {
-		f.pid++
-		h.State, h.Pid, h.StartedAt = app.StateRunning, f.pid, time.Now()
-	}
-	return nil
-}
-
-func (f *fakeRuntime) Stop(_ context.Context, id string, _ time.Duration) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if h, ok := f.hosts[id]; ok {
-		h.State, h.Pid = app.StateExited, 0
-	}
-	return nil
-}
-
-func (f *fakeRuntime) Remove(_ context.Context, id string, _ bool) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.hosts, id)
-	return nil
-}
-
-func (f *fakeRuntime) Inspect(_ context.Context, id string) (app.RuntimeHost, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if h, ok := f.hosts[id]; ok {
-		return *h, nil
-	}
-	return app.RuntimeHost{HostID: id, State: app.StateMissing}, nil
-}
-
-func (f *fakeRuntime) List(context.Context) ([]app.RuntimeHost, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []app.RuntimeHost
-	for _, h := range f.hosts {
-		out = append(out, *h)
-	}
-	return out, nil
-}
-
-func (f *fakeRuntime) Events(ctx context.Context) (<-chan app.RuntimeEvent, <-chan error) {
-	evs, errs := make(chan app.RuntimeEvent), make(chan error)
-	go func() { <-ctx.Done(); close(evs); close(errs) }()
-	return evs, errs
-}
+// newFakeRuntime runs "containers" as map entries; each start gets a fresh pid, far above
+// real ones.
+func newFakeRuntime() *testenv.Runtime { return &testenv.Runtime{PidBase: 4000000} }
 
 // fakeDesktop stands in for websockify/noVNC inside a container: it records what reached it,
 // serves files, and answers /websockify with an RFB banner.
@@ -593,7 +519,7 @@ func TestVNCProxyFake(t *testing.T) {
 	})
 }
 
-func inspectFake(t *testing.T, rt *fakeRuntime, id string) app.RuntimeHost {
+func inspectFake(t *testing.T, rt *testenv.Runtime, id string) app.RuntimeHost {
 	t.Helper()
 	h, _ := rt.Inspect(context.Background(), id)
 	return h

@@ -4,99 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/internal/testenv"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/storage"
 )
-
-// hcClock is a settable clock.
-type hcClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *hcClock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *hcClock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
-
-// hcRuntime is an in-memory container engine: every start gets a new pid.
-type hcRuntime struct {
-	mu      sync.Mutex
-	hosts   map[string]*app.RuntimeHost
-	nextPid int
-}
-
-func newHCRuntime() *hcRuntime {
-	return &hcRuntime{hosts: map[string]*app.RuntimeHost{}, nextPid: 1000}
-}
-
-func (r *hcRuntime) Ping(context.Context) error { return nil }
-func (r *hcRuntime) Create(_ context.Context, s app.HostSpec) (app.RuntimeHost, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if h, ok := r.hosts[s.HostID]; ok {
-		return *h, nil
-	}
-	h := &app.RuntimeHost{HostID: s.HostID, UserID: s.UserID, ContainerID: "c-" + s.HostID, Image: s.Image, State: app.StateCreated}
-	r.hosts[s.HostID] = h
-	return *h, nil
-}
-func (r *hcRuntime) Start(_ context.Context, id string) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	h, ok := r.hosts[id]
-	if !ok {
-		return &app.RuntimeError{Code: "container_missing", Message: "no container"}
-	}
-	if h.State != app.StateRunning {
-		r.nextPid++
-		h.State, h.Pid = app.StateRunning, r.nextPid
-	}
-	return nil
-}
-func (r *hcRuntime) Stop(_ context.Context, id string, _ time.Duration) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if h, ok := r.hosts[id]; ok {
-		h.State, h.Pid = app.StateExited, 0
-	}
-	return nil
-}
-func (r *hcRuntime) Remove(_ context.Context, id string, _ bool) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.hosts, id)
-	return nil
-}
-func (r *hcRuntime) Inspect(_ context.Context, id string) (app.RuntimeHost, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if h, ok := r.hosts[id]; ok {
-		return *h, nil
-	}
-	return app.RuntimeHost{HostID: id, State: app.StateMissing}, nil
-}
-func (r *hcRuntime) List(context.Context) ([]app.RuntimeHost, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []app.RuntimeHost
-	for _, h := range r.hosts {
-		out = append(out, *h)
-	}
-	return out, nil
-}
-func (r *hcRuntime) Events(context.Context) (<-chan app.RuntimeEvent, <-chan error) {
-	ev, errs := make(chan app.RuntimeEvent), make(chan error)
-	close(ev)
-	close(errs)
-	return ev, errs
-}
 
 // hcAttacher is an egress room that attaches but cannot check hosts.
 type hcAttacher struct {
@@ -193,8 +109,8 @@ type hcEnv struct {
 	ctx    context.Context
 	svc    *app.Service
 	db     *storage.DB
-	rt     *hcRuntime
-	clock  *hcClock
+	rt     *testenv.Runtime
+	clock  *testenv.Clock
 	admin  app.Principal
 	userID string
 	egress app.EgressIP
@@ -206,28 +122,15 @@ func recheckDue(p time.Duration) time.Duration { return p*3/2 + time.Second }
 
 func newHCEnv(t *testing.T, tun app.Tunnel, opts ...func(*app.Config)) *hcEnv {
 	t.Helper()
-	db, err := storage.Open(filepath.Join(t.TempDir(), "hc.db"), storage.Options{MaxBatchDelay: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	clk := &hcClock{t: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
-	rt := newHCRuntime()
-	cfg := app.Config{JWTSecret: []byte(strings.Repeat("s", 40)), BcryptCost: 4, ReconcileInterval: -1, Workers: 2}
-	for _, o := range opts {
-		o(&cfg)
-	}
-	svc, err := app.New(cfg,
-		app.Deps{Store: db, Runtime: rt, Tunnel: tun, Clock: clk, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	wait, err := svc.Start(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); wait() })
+	rt := &testenv.Runtime{}
+	env := testenv.NewService(t, testenv.WithRuntime(rt), testenv.WithTunnel(tun), testenv.WithConfig(func(c *app.Config) {
+		c.ReconcileInterval, c.Workers = -1, 2
+		for _, o := range opts {
+			o(c)
+		}
+	}))
+	ctx := env.Start()
+	svc, db, clk := env.Service, env.DB, env.Clock
 	e := &hcEnv{t: t, ctx: ctx, svc: svc, db: db, rt: rt, clock: clk,
 		admin: app.Principal{Username: "system", Role: app.RoleAdmin, Method: "system"}}
 	u, err := svc.CreateUser(ctx, e.admin, app.CreateUserInput{Username: "alice", Password: "alice-password"})

@@ -2,23 +2,16 @@ package app_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
-	"github.com/cloud-cli-proxy/cloud-cli-proxy/storage"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/internal/testenv"
 )
 
-type fixedClock struct{ t time.Time }
-
-func (c fixedClock) Now() time.Time { return c.t }
-
 func TestApplyRetention(t *testing.T) {
-	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	now := testenv.Epoch // the service's clock stands there
 	day := 24 * time.Hour
 	cases := []struct {
 		name                 string
@@ -34,19 +27,12 @@ func TestApplyRetention(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			db, err := storage.Open(filepath.Join(t.TempDir(), "r.db"), storage.Options{MaxBatchDelay: time.Millisecond})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { db.Close() })
-			svc, err := app.New(app.Config{JWTSecret: []byte(strings.Repeat("s", 40)), BcryptCost: 4, TokenHashKey: []byte("k"),
-				EventRetention: tc.eventKeep, TaskRetention: tc.taskKeep},
-				app.Deps{Store: db, Clock: fixedClock{now}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-			if err != nil {
-				t.Fatal(err)
-			}
+			env := testenv.NewService(t, testenv.WithConfig(func(c *app.Config) {
+				c.TokenHashKey, c.EventRetention, c.TaskRetention = []byte("k"), tc.eventKeep, tc.taskKeep
+			}))
+			svc, db := env.Service, env.DB
 			ago := func(d time.Duration) *time.Time { v := now.Add(-d); return &v }
-			err = db.Update(ctx, func(tx app.Tx) error {
+			err := db.Update(ctx, func(tx app.Tx) error {
 				for _, e := range []app.Event{
 					{Time: *ago(400 * day), Action: "e-old", Result: app.ResultSuccess, HostID: "h1"},
 					{Time: *ago(10 * day), Action: "e-mid", Result: app.ResultSuccess, UserID: "u1"},

@@ -6,18 +6,15 @@ import (
 	"encoding/json"
 	"hash/crc32"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/api"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
-	"github.com/cloud-cli-proxy/cloud-cli-proxy/storage"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/internal/testenv"
 )
 
 // tokCountingStore is an app.Store decorator over a real storage.DB that counts token lookups.
@@ -55,10 +52,6 @@ func (t tokCountingTx) GetTokenByName(userID, name string) (app.AccessToken, err
 	t.c.byName.Add(1)
 	return t.Tx.GetTokenByName(userID, name)
 }
-
-type tokFixedClock struct{ t time.Time }
-
-func (c tokFixedClock) Now() time.Time { return c.t }
 
 const tokAlphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
@@ -103,19 +96,11 @@ func TestTokenFormat(t *testing.T) {
 // Malformed values are refused before any storage lookup; a well-formed value costs exactly
 // one indexed lookup by hash. Through the REST API, on a real bbolt store.
 func TestTokenMalformedRejectedWithoutLookup(t *testing.T) {
-	db, err := storage.Open(filepath.Join(t.TempDir(), "t.db"), storage.Options{MaxBatchDelay: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	store := &tokCountingStore{Store: db}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc, err := app.New(app.Config{JWTSecret: []byte(strings.Repeat("s", 40)), BcryptCost: 4, TokenHashKey: []byte("k")},
-		app.Deps{Store: store, Clock: tokFixedClock{time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}, Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(api.New(svc, api.Config{}, logger).Handler())
+	var store *tokCountingStore
+	env := testenv.NewService(t, testenv.WithConfig(func(c *app.Config) { c.TokenHashKey = []byte("k") }),
+		testenv.WithStore(func(db app.Store) app.Store { store = &tokCountingStore{Store: db}; return store }))
+	svc := env.Service
+	srv := httptest.NewServer(api.New(svc, api.Config{}, env.Logger).Handler())
 	t.Cleanup(srv.Close)
 	if _, err := svc.EnsureAdmin(context.Background(), "admin", "admin-password"); err != nil {
 		t.Fatal(err)

@@ -10,20 +10,18 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"math"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/api"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/internal/testenv"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/storage"
 )
 
@@ -451,17 +449,8 @@ type valService struct {
 
 func newValService(t *testing.T) *valService {
 	t.Helper()
-	db, err := storage.Open(filepath.Join(t.TempDir(), "v.db"), storage.Options{MaxBatchDelay: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc, err := app.New(app.Config{JWTSecret: []byte(strings.Repeat("v", 40)), BcryptCost: 4, ReconcileInterval: -1},
-		app.Deps{Store: db, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := testenv.NewService(t, testenv.WithConfig(func(c *app.Config) { c.ReconcileInterval = -1 }))
+	svc, db := env.Service, env.DB
 	ctx := context.Background()
 	if _, err := svc.EnsureAdmin(ctx, "admin", "admin-password"); err != nil {
 		t.Fatal(err)
@@ -470,7 +459,7 @@ func newValService(t *testing.T) *valService {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(api.New(svc, api.Config{}, log).Handler())
+	srv := httptest.NewServer(api.New(svc, api.Config{}, env.Logger).Handler())
 	t.Cleanup(srv.Close)
 	return &valService{svc: svc, db: db, srv: srv, jwt: res.Token,
 		admin: app.Principal{UserID: res.UserID, Username: "admin", Role: app.RoleAdmin, Method: "jwt"}}

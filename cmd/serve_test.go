@@ -14,40 +14,22 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/cmd"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/internal/testenv"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/storage"
 )
-
-// syncBuffer is a bytes.Buffer safe for the server's writes and the test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // server is one in-process cmd.Serve.
 type server struct {
 	t      *testing.T
 	addr   string // host:port of the REST API
 	url    string
-	stdout *syncBuffer
-	stderr *syncBuffer
+	stdout *testenv.Buffer
+	stderr *testenv.Buffer
 	cancel context.CancelFunc
 	done   chan error // receives Serve's result once
 }
@@ -67,7 +49,7 @@ func startServe(t *testing.T, env map[string]string) *server {
 func tryServe(t *testing.T, env map[string]string) (*server, error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &server{t: t, stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	s := &server{t: t, stdout: &testenv.Buffer{}, stderr: &testenv.Buffer{}, cancel: cancel, done: make(chan error, 1)}
 	ready := make(chan string, 1)
 	go func() {
 		s.done <- cmd.Serve(ctx, nil, envOf(env), s.stdout, s.stderr, func(addr string) { ready <- addr })
@@ -116,39 +98,11 @@ var httpClient = &http.Client{Timeout: 30 * time.Second}
 // call makes one JSON request and decodes a JSON answer into out (when non-nil).
 func (s *server) call(method, path, bearer string, body, out any) int {
 	s.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			s.t.Fatal(err)
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, s.url+path, rd)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
-	}
-	resp, err := httpClient.Do(req)
+	code, err := testenv.DoJSON(httpClient, method, s.url+path, bearer, body, out)
 	if err != nil {
 		s.t.Fatalf("%s %s: %v", method, path, err)
 	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		s.t.Fatalf("%s %s: reading the answer: %v", method, path, err)
-	}
-	if out != nil && resp.StatusCode < 300 {
-		if err := json.Unmarshal(raw, out); err != nil {
-			s.t.Fatalf("%s %s: decoding %q: %v", method, path, raw, err)
-		}
-	}
-	return resp.StatusCode
+	return code
 }
 
 // login returns the JWT for username/password, or "" with the status when refused.

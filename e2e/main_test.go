@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -17,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/cmd"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/internal/testenv"
 )
 
 // buildDir holds the binary built for this test run.
@@ -66,31 +65,13 @@ func binary(t *testing.T) string {
 	return binPath
 }
 
-// syncBuffer collects a process's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // proc is one running server process.
 type proc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	url    string
-	stdout *syncBuffer
-	stderr *syncBuffer
+	stdout *testenv.Buffer
+	stderr *testenv.Buffer
 	exited chan struct{} // closed when the process has exited
 	err    error         // cmd.Wait's result, set before exited is closed
 }
@@ -135,7 +116,7 @@ func start(t *testing.T, env map[string]string) *proc {
 	for k, v := range env {
 		full[k] = v
 	}
-	p := &proc{t: t, url: "http://" + addr, stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	p := &proc{t: t, url: "http://" + addr, stdout: &testenv.Buffer{}, stderr: &testenv.Buffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(binary(t), "serve")
 	p.cmd.Env = serverEnv(full)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
@@ -205,39 +186,7 @@ func (p *proc) terminate(limit time.Duration) {
 
 // do makes one JSON request; out receives a 2xx answer.
 func (p *proc) do(c *http.Client, method, path, bearer string, body, out any) (int, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return 0, err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, p.url+path, rd)
-	if err != nil {
-		return 0, err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return resp.StatusCode, err
-	}
-	if out != nil && resp.StatusCode/100 == 2 {
-		if err := json.Unmarshal(raw, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("decoding %q: %w", raw, err)
-		}
-	}
-	return resp.StatusCode, nil
+	return testenv.DoJSON(c, method, p.url+path, bearer, body, out)
 }
 
 // login returns an admin JWT.

@@ -8,115 +8,41 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/internal/testenv"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/storage"
 	"github.com/vishvananda/netlink"
 )
 
-// labRuntime is a container engine whose one container is a lab namespace "container"
-// (newNetnsContainer): every host started runs as that process. It outlives the services
-// built on it, as Docker outlives a server restart.
-type labRuntime struct {
-	pid   int
-	mu    sync.Mutex
-	hosts map[string]*app.RuntimeHost
-}
-
-func (r *labRuntime) Ping(context.Context) error { return nil }
-func (r *labRuntime) Create(_ context.Context, s app.HostSpec) (app.RuntimeHost, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if s.Network != "none" {
-		return app.RuntimeHost{}, fmt.Errorf("lab containers have network none, not %q", s.Network)
-	}
-	if h, ok := r.hosts[s.HostID]; ok {
-		return *h, nil
-	}
-	h := &app.RuntimeHost{HostID: s.HostID, UserID: s.UserID, ContainerID: "lab-" + s.HostID, Image: s.Image, State: app.StateCreated}
-	r.hosts[s.HostID] = h
-	return *h, nil
-}
-func (r *labRuntime) Start(_ context.Context, id string) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	h, ok := r.hosts[id]
-	if !ok {
-		return &app.RuntimeError{Code: "container_missing", Message: "no container"}
-	}
-	h.State, h.Pid, h.StartedAt = app.StateRunning, r.pid, time.Now()
-	return nil
-}
-func (r *labRuntime) Stop(_ context.Context, id string, _ time.Duration) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if h, ok := r.hosts[id]; ok {
-		h.State, h.Pid = app.StateExited, 0
-	}
-	return nil
-}
-func (r *labRuntime) Remove(_ context.Context, id string, _ bool) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.hosts, id)
-	return nil
-}
-func (r *labRuntime) Inspect(_ context.Context, id string) (app.RuntimeHost, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if h, ok := r.hosts[id]; ok {
-		return *h, nil
-	}
-	return app.RuntimeHost{HostID: id, State: app.StateMissing}, nil
-}
-func (r *labRuntime) List(context.Context) ([]app.RuntimeHost, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []app.RuntimeHost
-	for _, h := range r.hosts {
-		out = append(out, *h)
-	}
-	return out, nil
-}
-func (r *labRuntime) Events(context.Context) (<-chan app.RuntimeEvent, <-chan error) {
-	ev, errs := make(chan app.RuntimeEvent), make(chan error)
-	close(ev)
-	close(errs)
-	return ev, errs
-}
-
-// labServer is one run of the server: the real tunnel.Manager and app.Service over bbolt.
+// labServer is one run of the server: the real tunnel.Manager and app.Service over bbolt,
+// on the system clock.
 type labServer struct {
-	db     *storage.DB
-	m      *Manager
-	svc    *app.Service
-	cancel context.CancelFunc
-	wait   func()
+	env     *testenv.Env
+	db      *storage.DB
+	m       *Manager
+	svc     *app.Service
+	stopped bool
 }
 
-func startLabServer(t *testing.T, l *lab, rt *labRuntime, dbPath string, cfg app.Config) *labServer {
+// startLabServer starts a server over the database at dbPath, with the reconcile and
+// recheck intervals of cfg. Its runtime rt is a testenv.Runtime whose one container is a lab
+// namespace "container" (newNetnsContainer): every host started runs as that process, on
+// network none.
+func startLabServer(t *testing.T, l *lab, rt *testenv.Runtime, dbPath string, cfg app.Config) *labServer {
 	t.Helper()
-	db, err := storage.Open(dbPath, storage.Options{MaxBatchDelay: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
 	log := slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	m := NewManager(Config{CheckURL: "http://" + labInetIP + "/", CheckServerURL: "http://" + labInetIP,
 		CheckDNSZone: labZone, ProxyDNSServer: netip.MustParseAddr(labInetIP), Logger: log})
-	cfg.JWTSecret, cfg.BcryptCost, cfg.Workers = []byte(strings.Repeat("s", 40)), 4, 2
-	svc, err := app.New(cfg, app.Deps{Store: db, Runtime: rt, Tunnel: m, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	wait, err := svc.Start(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &labServer{db: db, m: m, svc: svc, cancel: cancel, wait: wait}
+	env := testenv.NewService(t, testenv.WithDBPath(dbPath), testenv.WithRuntime(rt), testenv.WithTunnel(m),
+		testenv.WithConfig(func(c *app.Config) {
+			c.ReconcileInterval, c.EgressRecheckInterval, c.Workers = cfg.ReconcileInterval, cfg.EgressRecheckInterval, 2
+		}),
+		testenv.WithDeps(func(d *app.Deps) { d.Clock, d.Logger = app.SystemClock{}, log }))
+	env.Start()
+	s := &labServer{env: env, db: env.DB, m: m, svc: env.Service}
 	t.Cleanup(s.stop)
 	return s
 }
@@ -124,14 +50,13 @@ func startLabServer(t *testing.T, l *lab, rt *labRuntime, dbPath string, cfg app
 // stop is the server process ending: background work stops, and its in-process tunnels
 // (wireguard-go devices, their TUNs in the container) go with it.
 func (s *labServer) stop() {
-	if s.cancel == nil {
+	if s.stopped {
 		return
 	}
-	s.cancel()
-	s.wait()
+	s.stopped = true
+	s.env.Stop()
 	s.m.Close()
 	s.db.Close()
-	s.cancel = nil
 }
 
 var labAdmin = app.Principal{Username: "system", Role: app.RoleAdmin, Method: "system"}
@@ -259,7 +184,7 @@ func TestServiceEgressLifecycleLab(t *testing.T) {
 // serviceEgressLifecycle is the loop of TestServiceEgressLifecycleLab for one tunnel type.
 func serviceEgressLifecycle(t *testing.T, l *lab, tun labTunnel) {
 	c := newNetnsContainer(t)
-	rt := &labRuntime{pid: c.pid, hosts: map[string]*app.RuntimeHost{}}
+	rt := &testenv.Runtime{Pid: c.pid, Network: "none"}
 	dbPath := filepath.Join(t.TempDir(), "lab.db")
 	srv := startLabServer(t, l, rt, dbPath, app.Config{ReconcileInterval: 200 * time.Millisecond, EgressRecheckInterval: time.Second})
 	ctx := context.Background()

@@ -4,32 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"log/slog"
-	"path/filepath"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
-	"github.com/cloud-cli-proxy/cloud-cli-proxy/storage"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/internal/testenv"
 )
 
 // Settings the tunnel room cannot run are refused with 422 when an egress IP is saved, not
 // when a host starts; settings it runs are accepted.
 func TestValidateEgressOnSave(t *testing.T) {
 	ctx := context.Background()
-	db, err := storage.Open(filepath.Join(t.TempDir(), "v.db"), storage.Options{MaxBatchDelay: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc, err := app.New(app.Config{JWTSecret: []byte(strings.Repeat("s", 40)), BcryptCost: 4, TokenHashKey: []byte("k")},
-		app.Deps{Store: db, Tunnel: NewManager(Config{Logger: log}), Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := testenv.NewService(t, testenv.WithConfig(func(c *app.Config) { c.TokenHashKey = []byte("k") }),
+		testenv.WithTunnel(NewManager(Config{Logger: testenv.DiscardLogger()}))).Service
 	proxy := app.TunnelProxy
 	admin := app.Principal{UserID: "admin-id", Username: "admin", Role: app.RoleAdmin, Method: "jwt"}
 	cases := []struct {
