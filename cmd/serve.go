@@ -259,10 +259,17 @@ func Serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		if err != nil {
 			return err
 		}
+		// The gateway also serves the door's Connect: enter on a host in the TUI opens its
+		// shell in the same session, through the gateway's checks and bridge.
+		gw, err = sshd.NewGateway(svc, sshd.GatewayConfig{HostSigner: signer, Logger: log})
+		if err != nil && gwLn != nil {
+			return err
+		}
+		if err != nil {
+			log.Warn("ssh door: connecting to hosts from the TUI is not available", "err", err)
+			gw = nil
+		}
 		if gwLn != nil {
-			if gw, err = sshd.NewGateway(svc, sshd.GatewayConfig{HostSigner: signer, Logger: log}); err != nil {
-				return err
-			}
 			go func() {
 				if err := gw.Serve(gwLn); err != nil && !errors.Is(err, sshd.ErrGatewayClosed) {
 					errc <- fmt.Errorf("ssh gateway: %w", err)
@@ -271,7 +278,11 @@ func Serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			log.Info("serving", "ssh_gateway", gwLn.Addr().String())
 		}
 		if doorLn != nil {
-			if door, err = sshd.NewDoor(svc, sshd.DoorConfig{HostSigner: signer, Logger: log}); err != nil {
+			dcfg := sshd.DoorConfig{HostSigner: signer, Logger: log}
+			if gw != nil {
+				dcfg.Connect = gw.Shell
+			}
+			if door, err = sshd.NewDoor(svc, dcfg); err != nil {
 				return err
 			}
 			go func() {

@@ -28,13 +28,15 @@ type DoorConfig struct {
 	HostSigner gossh.Signer
 	// Logger receives connection-level problems; nil discards them.
 	Logger *slog.Logger
-	// Connect, if set, is called in the same SSH session after a user pressed enter on one
-	// of their hosts and the TUI has exited: it should bridge the session into the host's
-	// shell (the gateway's bridge). The session's input continues where the TUI stopped
-	// reading. Connect owns the session until it returns and may end it with s.Exit (the
-	// shell's status); an error it returns is shown to the user with exit status 1. When
-	// Connect is nil the door prints the host's access command instead.
-	Connect func(s ssh.Session, p app.Principal, hostID string) error
+	// Connect, if set, opens a shell on one of the user's hosts in the same SSH session
+	// (Gateway.Shell): when the user presses enter on a host, the TUI hands the terminal
+	// over (bubbletea's Exec), Connect runs until the shell exits, and the TUI comes back,
+	// with a message saying how the connection ended. Keystrokes go to the shell from the
+	// moment enter was read, and to the TUI again once Connect has returned; window
+	// changes follow the same way. Connect must not end the session. The message of an
+	// *app.Error it returns is shown in the TUI. When Connect is nil, enter ends the TUI
+	// and the door prints the host's access command instead.
+	Connect func(ctx context.Context, p app.Principal, hostID string, t Terminal) (int, error)
 	// LoginGrace bounds the time from connecting to the first session (handshake and
 	// authentication included); zero means 2 minutes.
 	LoginGrace time.Duration
@@ -61,6 +63,7 @@ type Door struct {
 type doorSession struct {
 	p     app.Principal
 	in    *doorInput
+	win   *doorWinch
 	model *tui.Model
 	prog  *tea.Program
 }
@@ -359,10 +362,14 @@ func (d *Door) handle(s ssh.Session, tuiHandler ssh.Handler) {
 		_ = s.Exit(d.command(s.Context(), stdout, stderr, p, cmd))
 		return
 	}
-	_, winch, _ := s.Pty() // the window changes, reported even for a PTY that is not emulated
-	ps := &doorPtySession{Session: s, pty: pty, winch: winch}
+	// The window changes, reported even for a PTY that is not emulated, go to the TUI or
+	// to a shell opened by Connect, whichever has the terminal.
+	_, winch, _ := s.Pty()
+	win := newDoorWinch(pty.Window)
+	go win.run(winch)
+	ps := &doorPtySession{Session: s, pty: pty, winch: win.tui}
 	d.mu.Lock()
-	d.sessions[ps] = &doorSession{p: p, in: newDoorInput(s)}
+	d.sessions[ps] = &doorSession{p: p, in: newDoorInput(s), win: win}
 	d.mu.Unlock()
 	tuiHandler(ps)
 }
@@ -378,6 +385,15 @@ func (d *Door) program(s ssh.Session) *tea.Program {
 	}
 	pty, _, _ := s.Pty()
 	in := ds.in.reader()
+	var connect func(hostID string) tea.ExecCommand
+	if d.cfg.Connect != nil {
+		connect = func(hostID string) tea.ExecCommand {
+			// Called while the TUI handles the enter key: stop its reads now, so that what
+			// the user types next is the shell's.
+			in.detach()
+			return &doorShell{d: d, s: s, ds: ds, tuiIn: in, hostID: hostID}
+		}
+	}
 	ds.model = tui.NewModel(d.svc, ds.p, tui.Options{
 		Context:  s.Context(),
 		Renderer: doorRenderer(s, pty),
@@ -389,6 +405,7 @@ func (d *Door) program(s ssh.Session) *tea.Program {
 		// A session outlives its login: before each key the service says whether the
 		// account may still sign in, and with which role.
 		Recheck: d.svc.SSHRecheck,
+		Connect: connect,
 	})
 	ds.prog = tea.NewProgram(ds.model, tea.WithInput(in), tea.WithOutput(s), tea.WithAltScreen(),
 		tea.WithoutSignalHandler(), tea.WithEnvironment(s.Environ()))
@@ -419,7 +436,8 @@ func doorRenderer(s ssh.Session, pty ssh.Pty) *lipgloss.Renderer {
 	return r
 }
 
-// afterTUI runs when the program has exited: it opens the host the user chose.
+// afterTUI runs when the program has exited: without a Connect hook, it prints how to open
+// the host the user chose.
 func (d *Door) afterTUI(s ssh.Session) {
 	d.mu.Lock()
 	ds := d.sessions[s]
@@ -439,14 +457,6 @@ func (d *Door) afterTUI(s ssh.Session) {
 	if hostID == "" || s.Context().Err() != nil {
 		return
 	}
-	if d.cfg.Connect != nil {
-		if err := d.cfg.Connect(&doorResumedSession{Session: s, in: ds.in.reader()}, ds.p, hostID); err != nil {
-			d.log.Warn("ssh door: connect failed", "user", ds.p.Username, "host", hostID, "err", err)
-			fmt.Fprintf(ssh.NewPtyWriter(s.Stderr()), "cannot connect: %s\n", doorErrorText(err))
-			_ = s.Exit(1)
-		}
-		return
-	}
 	h, err := d.svc.GetOwnHost(s.Context(), ds.p, hostID)
 	if err != nil {
 		fmt.Fprintf(ssh.NewPtyWriter(s.Stderr()), "cannot connect: %s\n", doorErrorText(err))
@@ -463,15 +473,105 @@ func doorErrorText(err error) string {
 	return app.AsError(err).Message
 }
 
-// doorResumedSession is the session handed to Connect: reads continue from the door's input
-// buffer, so nothing typed after the TUI stopped reading is lost; Pty reports the client's
-// terminal and its window changes; writes go to the client unchanged.
-type doorResumedSession struct {
-	ssh.Session
-	in io.Reader
+// doorShell is the tea.ExecCommand that runs Connect while the TUI has handed the
+// terminal over: input from a fresh reader of the session's input (nothing typed after the
+// TUI stopped reading is lost), output straight to the client, window changes routed to
+// the shell. When Connect returns, the TUI's reader is attached again and gets the
+// terminal's latest size.
+type doorShell struct {
+	d      *Door
+	s      ssh.Session
+	ds     *doorSession
+	tuiIn  *doorInputReader
+	hostID string
 }
 
-func (r *doorResumedSession) Read(p []byte) (int, error) { return r.in.Read(p) }
+func (c *doorShell) SetStdin(io.Reader)  {}
+func (c *doorShell) SetStdout(io.Writer) {}
+func (c *doorShell) SetStderr(io.Writer) {}
+
+func (c *doorShell) Run() error {
+	ds, s := c.ds, c.s
+	in := ds.in.reader()
+	resize := make(chan ssh.Window, 1)
+	size := ds.win.toShell(resize)
+	pty, _, _ := s.Pty()
+	code, err := c.d.cfg.Connect(s.Context(), ds.p, c.hostID, Terminal{
+		In: in, Out: s, Term: pty.Term, Width: size.Width, Height: size.Height,
+		Resize: resize, Env: s.Environ(), Done: ds.in.done(),
+	})
+	ds.win.toTUI()
+	in.detach()
+	c.tuiIn.reattach()
+	if err != nil {
+		c.d.log.Info("ssh door: connect failed", "user", ds.p.Username, "host", c.hostID, "err", err)
+		return err
+	}
+	c.d.log.Debug("ssh door: shell ended", "user", ds.p.Username, "host", c.hostID, "status", code)
+	return nil
+}
+
+// ------------------------------------------------------------------ window changes
+
+// doorWinch routes a session's window changes to the TUI or, while Connect runs, to the
+// shell. Both destinations hold the latest size only (a slow reader never blocks the
+// session's requests).
+type doorWinch struct {
+	tui   chan ssh.Window // read by the TUI middleware
+	mu    sync.Mutex
+	last  ssh.Window
+	shell chan ssh.Window // non-nil while a shell has the terminal
+}
+
+func newDoorWinch(initial ssh.Window) *doorWinch {
+	return &doorWinch{tui: make(chan ssh.Window, 1), last: initial}
+}
+
+// run forwards src until it closes (the session's requests ended).
+func (w *doorWinch) run(src <-chan ssh.Window) {
+	for win := range src {
+		w.mu.Lock()
+		w.last = win
+		dst := w.tui
+		if w.shell != nil {
+			dst = w.shell
+		}
+		doorLatest(dst, win) // under mu: toTUI cannot slip between the choice and the send
+		w.mu.Unlock()
+	}
+}
+
+// toShell sends the window changes to ch from now on and returns the current size.
+func (w *doorWinch) toShell(ch chan ssh.Window) ssh.Window {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.shell = ch
+	return w.last
+}
+
+// toTUI gives the window changes back to the TUI, with the current size (the terminal may
+// have changed while the shell had it).
+func (w *doorWinch) toTUI() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.shell = nil
+	doorLatest(w.tui, w.last)
+}
+
+// doorLatest puts win in ch (capacity 1), replacing a size not read yet.
+func doorLatest(ch chan ssh.Window, win ssh.Window) {
+	for {
+		select {
+		case ch <- win:
+			return
+		default:
+		}
+		select {
+		case <-ch:
+		default:
+		}
+	}
+}
 
 // ------------------------------------------------------------------ input
 
@@ -486,15 +586,19 @@ type doorInput struct {
 	err     error
 	gen     int
 	started bool
+	ended   chan struct{} // closed when src has ended
 }
 
 const doorInputMax = 64 << 10
 
 func newDoorInput(src io.Reader) *doorInput {
-	in := &doorInput{src: src}
+	in := &doorInput{src: src, ended: make(chan struct{})}
 	in.cond = sync.NewCond(&in.mu)
 	return in
 }
+
+// done is closed when the session's input has ended (the client closed the session).
+func (in *doorInput) done() <-chan struct{} { return in.ended }
 
 func (in *doorInput) pump() {
 	b := make([]byte, 32<<10)
@@ -511,6 +615,7 @@ func (in *doorInput) pump() {
 		}
 		in.mu.Unlock()
 		if err != nil {
+			close(in.ended)
 			return
 		}
 	}
@@ -540,6 +645,16 @@ func (in *doorInput) detachAll() {
 type doorInputReader struct {
 	in  *doorInput
 	gen int
+}
+
+// reattach makes this (detached) reader the current one again, detaching any other.
+func (r *doorInputReader) reattach() {
+	in := r.in
+	in.mu.Lock()
+	in.gen++
+	r.gen = in.gen
+	in.cond.Broadcast()
+	in.mu.Unlock()
 }
 
 // detach makes this reader return io.EOF from now on.

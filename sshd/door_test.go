@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -408,7 +409,13 @@ func (tm *doorTerm) screen() string {
 // waitFor polls until the output since the last keystroke contains every string.
 func (tm *doorTerm) waitFor(subs ...string) {
 	tm.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	tm.waitWithin(10*time.Second, subs...)
+}
+
+// waitWithin is waitFor with a time limit.
+func (tm *doorTerm) waitWithin(limit time.Duration, subs ...string) {
+	tm.t.Helper()
+	deadline := time.Now().Add(limit)
 	for {
 		s := tm.screen()
 		if strings.Contains(s, "?[") {
@@ -425,7 +432,7 @@ func (tm *doorTerm) waitFor(subs ...string) {
 			return
 		}
 		if time.Now().After(deadline) {
-			tm.t.Fatalf("the terminal never showed %q; it showed:\n%s", missing, s)
+			tm.t.Fatalf("the terminal never showed %q; it showed:\n%s\n(quoted: %q)", missing, s, s)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -562,35 +569,47 @@ func TestDoorTUIViewerIsReadOnly(t *testing.T) {
 	}
 }
 
-// TestDoorTUIConnect: a user presses enter on their host; after the TUI exits the door calls
-// Connect in the same session, whose input continues after the TUI's.
+// TestDoorTUIConnect: a user presses enter on their host; the TUI hands the terminal to
+// Connect in the same session (input, output, size and window changes) and comes back when
+// it returns; a Connect error is shown in the TUI.
 func TestDoorTUIConnect(t *testing.T) {
 	type call struct {
 		p      app.Principal
 		hostID string
 		line   string
+		resize ssh.Window
 	}
 	calls := make(chan call, 1)
+	var fail atomic.Bool
 	e := newDoorEnv(t, func(c *sshd.DoorConfig) {
-		c.Connect = func(s ssh.Session, p app.Principal, hostID string) error {
-			if pty, _, ok := s.Pty(); !ok || pty.Term != "xterm-256color" || pty.Window.Width != 80 || pty.Window.Height != 24 || s.EmulatedPty() {
-				t.Errorf("Connect's session: pty %+v, ok %v, emulated %v", pty, ok, s.EmulatedPty())
+		c.Connect = func(ctx context.Context, p app.Principal, hostID string, tm sshd.Terminal) (int, error) {
+			if fail.Load() {
+				return -1, &app.Error{Kind: app.KindUnavailable, Code: "x", Message: "your workspace could not be started: boom"}
 			}
-			_, _ = io.WriteString(s, "bridging to "+hostID+"\r\n")
+			if tm.Term != "xterm-256color" || tm.Width != 80 || tm.Height != 24 || tm.Resize == nil || tm.Done == nil {
+				t.Errorf("Connect's terminal: %+v", tm)
+			}
+			_, _ = io.WriteString(tm.Out, "bridging to "+hostID+"\r\n")
 			var line []byte
 			b := make([]byte, 1)
 			for {
-				if _, err := s.Read(b); err != nil {
-					return err
+				if _, err := tm.In.Read(b); err != nil {
+					return -1, err
 				}
 				if b[0] == '\r' || b[0] == '\n' {
 					break
 				}
 				line = append(line, b[0])
 			}
-			calls <- call{p, hostID, string(line)}
-			_, _ = io.WriteString(s, "bye\r\n")
-			return nil
+			_, _ = io.WriteString(tm.Out, "resize?\r\n")
+			var w ssh.Window
+			select {
+			case w = <-tm.Resize:
+			case <-time.After(10 * time.Second):
+			}
+			calls <- call{p, hostID, string(line), w}
+			_, _ = io.WriteString(tm.Out, "bye\r\n")
+			return 0, nil
 		}
 	})
 	alice := e.user("alice", app.RoleUser)
@@ -604,15 +623,30 @@ func TestDoorTUIConnect(t *testing.T) {
 	tm.typ("\r")
 	tm.waitFor("bridging to " + h.Host.ID)
 	tm.typ("echo hello\r")
+	tm.waitFor("resize?")
+	if err := tm.sess.WindowChange(30, 100); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case got := <-calls:
-		if got.hostID != h.Host.ID || got.p.Username != "alice" || got.p.Method != "ssh_password" || got.line != "echo hello" {
+		if got.hostID != h.Host.ID || got.p.Username != "alice" || got.p.Method != "ssh_password" || got.line != "echo hello" ||
+			got.resize.Width != 100 || got.resize.Height != 30 {
 			t.Fatalf("Connect got %+v", got)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Connect was not called")
 	}
-	tm.waitFor("bye")
+	// Back in the TUI, at the size the terminal has now, with the keyboard.
+	tm.waitFor("bye", "connection to "+h.Host.ShortID+" closed", "Hosts (1)")
+	tm.typ(":keys\r")
+	tm.waitFor("[keys]")
+	tm.typ(":hosts\r")
+	tm.waitFor("Hosts (1)")
+
+	fail.Store(true)
+	tm.typ("\r")
+	tm.waitFor("cannot connect to " + h.Host.ShortID + ": your workspace could not be started: boom")
+	tm.typ("q")
 	if err := tm.wait(); err != nil {
 		t.Fatal(err)
 	}

@@ -35,6 +35,9 @@ type GatewayConfig struct {
 	MaxSessionsPerUser int
 	// Logger receives connection and session logs. Nil: slog.Default().
 	Logger *slog.Logger
+	// Ciphers the gateway offers, in x/crypto/ssh names. Nil: DefaultGatewayCiphers
+	// (AES-GCM only, the fastest; see there for the clients this leaves out).
+	Ciphers []string
 }
 
 // Gateway defaults.
@@ -78,6 +81,9 @@ type gwAttacher interface {
 // Refused: remote forwarding (-R), agent forwarding, X11, any other channel type or
 // subsystem, other users' hosts ("no such host"). When a client goes away, its process
 // gets SIGHUP (the engine itself keeps exec processes running).
+//
+// Ciphers: AES-GCM only unless GatewayConfig.Ciphers says otherwise (DefaultGatewayCiphers
+// says why). Shell bridges a shell the same way for the TUI door's "enter on a host".
 type Gateway struct {
 	svc    *app.Service
 	rt     gwAttacher
@@ -123,6 +129,9 @@ func NewGateway(svc *app.Service, cfg GatewayConfig) (*Gateway, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if len(cfg.Ciphers) == 0 {
+		cfg.Ciphers = DefaultGatewayCiphers
+	}
 	g := &Gateway{
 		svc: svc, rt: rt, cfg: cfg, log: cfg.Logger.With("component", "ssh-gateway"),
 		dialNS:   runtime.DialInNetns,
@@ -156,6 +165,10 @@ func NewGateway(svc *app.Service, cfg GatewayConfig) (*Gateway, error) {
 			s.RequestHandlers = map[string]ssh.RequestHandler{}
 			// A real terminal lives in the container: record the request, never emulate.
 			s.PtyHandler = g.ptyHandler
+			s.ServerConfigCallback = func(ssh.Context) *gossh.ServerConfig {
+				return &gossh.ServerConfig{Config: gossh.Config{Ciphers: cfg.Ciphers}}
+			}
+			s.ConnCallback = func(_ ssh.Context, c net.Conn) net.Conn { return newGwConn(c) }
 			s.ConnectionFailedCallback = func(conn net.Conn, err error) {
 				if !errors.Is(err, io.EOF) {
 					g.log.Debug("handshake failed", "remote", conn.RemoteAddr().String(), "err", err)
@@ -409,11 +422,19 @@ func (st *gwChanState) windowChange(payload []byte) bool {
 	if p == nil {
 		return false
 	}
+	p.setWindow(ssh.Window{Width: int(m.Cols), Height: int(m.Rows), WidthPixels: int(m.WidthPx), HeightPixels: int(m.HeightPx)})
+	return true
+}
+
+// setWindow records a new size and gives it to the attached process.
+func (p *gwPty) setWindow(w ssh.Window) {
+	if w.Width <= 0 || w.Height <= 0 || w.Width > 10000 || w.Height > 10000 {
+		return
+	}
 	p.mu.Lock()
-	p.win = ssh.Window{Width: int(m.Cols), Height: int(m.Rows), WidthPixels: int(m.WidthPx), HeightPixels: int(m.HeightPx)}
+	p.win = w
 	p.mu.Unlock()
 	p.resize()
-	return true
 }
 
 func (g *Gateway) ptyOf(s ssh.Session) *gwPty {
@@ -491,23 +512,37 @@ func (g *Gateway) authorizeMiddleware(next ssh.Handler) ssh.Handler {
 func (g *Gateway) limitMiddleware(next ssh.Handler) ssh.Handler {
 	return func(s ssh.Session) {
 		p := s.Context().Value(gwKeyPrincipal).(app.Principal)
-		g.mu.Lock()
-		if g.sessions[p.UserID] >= g.cfg.MaxSessionsPerUser {
-			g.mu.Unlock()
-			g.fail(s, fmt.Sprintf("too many open sessions (limit %d); close one and try again", g.cfg.MaxSessionsPerUser))
+		if !g.acquire(p.UserID) {
+			g.fail(s, g.tooMany())
 			return
 		}
-		g.sessions[p.UserID]++
-		g.mu.Unlock()
-		defer func() {
-			g.mu.Lock()
-			if g.sessions[p.UserID]--; g.sessions[p.UserID] <= 0 {
-				delete(g.sessions, p.UserID)
-			}
-			g.mu.Unlock()
-		}()
+		defer g.release(p.UserID)
 		next(s)
 	}
+}
+
+// acquire counts a session of the user against MaxSessionsPerUser; false when the user is
+// at the limit. Every true is paired with a release.
+func (g *Gateway) acquire(userID string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.sessions[userID] >= g.cfg.MaxSessionsPerUser {
+		return false
+	}
+	g.sessions[userID]++
+	return true
+}
+
+func (g *Gateway) release(userID string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.sessions[userID]--; g.sessions[userID] <= 0 {
+		delete(g.sessions, userID)
+	}
+}
+
+func (g *Gateway) tooMany() string {
+	return fmt.Sprintf("too many open sessions (limit %d); close one and try again", g.cfg.MaxSessionsPerUser)
 }
 
 // gwPlain is the user-facing text of an error from app: its message, never internals.
@@ -582,117 +617,167 @@ func (g *Gateway) bridgeMiddleware(_ ssh.Handler) ssh.Handler {
 		h := ctx.Value(gwKeyHost).(app.Host)
 		pty := g.ptyOf(s)
 
-		env := gwEnv(s.Environ())
-		env = append(env, "USER="+gwWorkspaceEnv, "LOGNAME="+gwWorkspaceEnv, "SHELL=/bin/bash")
-		opts := runtime.AttachOptions{Env: env, WorkingDir: runtime.HomeDir}
+		var cmd []string
 		action, detail := "gateway.shell", "login shell"
 		switch {
 		case s.Subsystem() == "sftp":
-			opts.Cmd = []string{gwSFTPServer}
+			cmd = []string{gwSFTPServer}
 			action, detail, pty = "gateway.sftp", "sftp", nil
 		case s.Subsystem() != "":
 			g.fail(s, "subsystem "+s.Subsystem()+" is not supported")
 			return
 		case s.RawCommand() != "":
-			opts.Cmd = []string{"bash", "-lc", s.RawCommand()}
+			cmd = []string{"bash", "-lc", s.RawCommand()}
 			action, detail = "gateway.exec", s.RawCommand()
 		default:
-			opts.Cmd = []string{"bash", "-l"}
+			cmd = []string{"bash", "-l"}
 		}
-		if pty != nil {
-			opts.TTY = true
-			opts.Width, opts.Height = pty.size()
-			term := pty.term
-			if term == "" {
-				term = "xterm"
-			}
-			kept := opts.Env[:0]
-			for _, kv := range opts.Env {
-				if !strings.HasPrefix(kv, "TERM=") {
-					kept = append(kept, kv)
-				}
-			}
-			opts.Env = append(kept, "TERM="+term) // the pty's TERM wins over an env request
-		}
-		es, err := g.rt.Attach(ctx, h.ID, opts)
-		if err != nil {
-			g.log.Warn("attach failed", "host", h.ID, "err", err)
-			g.fail(s, gwPlain(err))
-			return
-		}
-		defer es.Close()
-		g.svc.AuditGateway(ctx, p, h.ID, action, detail)
-		if pty != nil {
-			pty.attach(es, opts.Width, opts.Height)
-		}
-
-		// One control goroutine per session: client signals go to the process group (see
-		// ExecSession.Signal); losing the connection or the channel hangs the process up.
-		closed := gwState(s).closed
-		wctx, cancelWait := context.WithCancel(ctx)
-		defer cancelWait()
 		sigs := make(chan ssh.Signal, 4)
 		s.Signals(sigs)
 		defer s.Signals(nil)
-		done := make(chan struct{})
-		defer close(done)
-		go func() {
-			for {
-				select {
-				case sig := <-sigs:
-					sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-					if err := es.Signal(sctx, string(sig)); err != nil {
-						g.log.Info("signal not delivered", "signal", sig, "err", err)
-					}
-					cancel()
-				case <-wctx.Done(): // the connection is gone
-					g.hangup(es)
-					return
-				case <-closed: // the client closed this session's channel
-					cancelWait()
-					g.hangup(es)
-					return
-				case <-done:
-					return
-				}
-			}
-		}()
-
-		// stdin: client -> process. EOF is passed on without a TTY; with one, the terminal
-		// stays open (like sshd, which cannot half-close a pty).
-		go func() {
-			_ = gwCopy(es.Stdin, s)
-			if !opts.TTY {
-				_ = es.Stdin.Close()
-			}
-		}()
-		// stdout and stderr: process -> client, drained concurrently (with a TTY there is
-		// only the terminal's output).
-		var errDone chan struct{}
-		if !opts.TTY {
-			errDone = make(chan struct{})
-			go func() {
-				defer close(errDone)
-				_ = gwCopy(s.Stderr(), es.Stderr)
-			}()
-			_, _ = io.Copy(s, es.Stdout) // the coalescing fast path (WriteTo)
-			<-errDone
-		} else {
-			_ = gwCopy(s, es.Stdout)
+		code, err := g.bridge(ctx, p, h, gwAttachOptions(cmd, s.Environ(), pty), action, detail, gwStreams{
+			stdin: s, stdout: s, stderr: s.Stderr(), pty: pty, closed: gwState(s).closed, sigs: sigs,
+		})
+		switch {
+		case err != nil:
+			g.fail(s, err.Error())
+		case code >= 0:
+			_ = s.Exit(code)
 		}
-
-		// The output ended; the exit status follows when the process has exited (it may
-		// have closed its output early). Waiting stops if the client goes away.
-		code, err := es.Wait(wctx)
-		if err != nil {
-			if wctx.Err() == nil {
-				g.log.Info("exit status unknown", "host", h.ID, "err", err)
-				g.hangup(es)
-			}
-			return
-		}
-		_ = s.Exit(code)
 	}
+}
+
+// gwAttachOptions is how the gateway runs cmd in a container: as the workspace user in
+// its home, with the client's allowed environment, and on a terminal when pty is set
+// (whose TERM wins over an env request).
+func gwAttachOptions(cmd, environ []string, pty *gwPty) runtime.AttachOptions {
+	env := gwEnv(environ)
+	env = append(env, "USER="+gwWorkspaceEnv, "LOGNAME="+gwWorkspaceEnv, "SHELL=/bin/bash")
+	opts := runtime.AttachOptions{Cmd: cmd, Env: env, WorkingDir: runtime.HomeDir}
+	if pty != nil {
+		opts.TTY = true
+		opts.Width, opts.Height = pty.size()
+		term := pty.term
+		if term == "" {
+			term = "xterm"
+		}
+		kept := opts.Env[:0]
+		for _, kv := range opts.Env {
+			if !strings.HasPrefix(kv, "TERM=") {
+				kept = append(kept, kv)
+			}
+		}
+		opts.Env = append(kept, "TERM="+term)
+	}
+	return opts
+}
+
+// gwStreams connects a process in the container to its client.
+type gwStreams struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer         // stderr is unused with a pty (the terminal merges them)
+	pty            *gwPty            // the terminal, nil without one
+	closed         <-chan struct{}   // closed when the client ends the session; nil: never
+	sigs           <-chan ssh.Signal // signals from the client; nil: none
+	resize         <-chan ssh.Window // window changes not delivered through pty already; nil: none
+}
+
+// gwUserError is an error for the client whose text is msg.
+type gwUserError struct {
+	msg   string
+	cause error
+}
+
+func (e *gwUserError) Error() string { return e.msg }
+func (e *gwUserError) Unwrap() error { return e.cause }
+
+// bridge runs opts' process in h's container wired to st until its output ends, and
+// returns its exit status; -1 with a nil error when the status is unknown (the client
+// went away or the engine lost the process; it has been hung up). An error (a
+// *gwUserError, whose text is for the client) means the process did not start.
+func (g *Gateway) bridge(ctx context.Context, p app.Principal, h app.Host, opts runtime.AttachOptions, action, detail string, st gwStreams) (int, error) {
+	es, err := g.rt.Attach(ctx, h.ID, opts)
+	if err != nil {
+		g.log.Warn("attach failed", "host", h.ID, "err", err)
+		return -1, &gwUserError{msg: gwPlain(err), cause: err}
+	}
+	defer es.Close()
+	g.svc.AuditGateway(ctx, p, h.ID, action, detail)
+	if st.pty != nil {
+		st.pty.attach(es, opts.Width, opts.Height)
+	}
+
+	// One control goroutine per session: client signals go to the process group (see
+	// ExecSession.Signal); window changes resize its terminal; losing the connection or
+	// the channel hangs the process up.
+	wctx, cancelWait := context.WithCancel(ctx)
+	defer cancelWait()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		sigs, resize := st.sigs, st.resize
+		for {
+			select {
+			case sig := <-sigs:
+				sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				if err := es.Signal(sctx, string(sig)); err != nil {
+					g.log.Info("signal not delivered", "signal", sig, "err", err)
+				}
+				cancel()
+			case w, ok := <-resize:
+				if !ok {
+					resize = nil
+					continue
+				}
+				if st.pty != nil {
+					st.pty.setWindow(w)
+				}
+			case <-wctx.Done(): // the connection is gone
+				g.hangup(es)
+				return
+			case <-st.closed: // the client closed this session's channel
+				cancelWait()
+				g.hangup(es)
+				return
+			case <-done:
+				return
+			}
+		}
+	}()
+
+	// stdin: client -> process. EOF is passed on without a TTY; with one, the terminal
+	// stays open (like sshd, which cannot half-close a pty).
+	go func() {
+		_ = gwCopy(es.Stdin, st.stdin)
+		if !opts.TTY {
+			_ = es.Stdin.Close()
+		}
+	}()
+	// stdout and stderr: process -> client, drained concurrently (with a TTY there is
+	// only the terminal's output).
+	if !opts.TTY {
+		errDone := make(chan struct{})
+		go func() {
+			defer close(errDone)
+			_ = gwCopy(st.stderr, es.Stderr)
+		}()
+		_, _ = io.Copy(st.stdout, es.Stdout) // the coalescing fast path (WriteTo)
+		<-errDone
+	} else {
+		_ = gwCopy(st.stdout, es.Stdout)
+	}
+
+	// The output ended; the exit status follows when the process has exited (it may
+	// have closed its output early). Waiting stops if the client goes away.
+	code, err := es.Wait(wctx)
+	if err != nil {
+		if wctx.Err() == nil {
+			g.log.Info("exit status unknown", "host", h.ID, "err", err)
+			g.hangup(es)
+		}
+		return -1, nil
+	}
+	return code, nil
 }
 
 // gwSmallBuf and gwBigBuf size gwCopy's buffers.

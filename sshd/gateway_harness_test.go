@@ -140,6 +140,13 @@ func newGwEnv(t *testing.T) *gwEnv {
 // gateway starts a gateway on the env's data dir host key and returns its address.
 func (e *gwEnv) gateway(cfg sshd.GatewayConfig) string {
 	e.t.Helper()
+	_, addr := e.startGateway(cfg)
+	return addr
+}
+
+// startGateway starts a gateway and returns it with its address.
+func (e *gwEnv) startGateway(cfg sshd.GatewayConfig) (*sshd.Gateway, string) {
+	e.t.Helper()
 	signer, _, err := sshd.LoadOrCreateHostKey(e.dataDir)
 	if err != nil {
 		e.t.Fatal(err)
@@ -166,7 +173,7 @@ func (e *gwEnv) gateway(cfg sshd.GatewayConfig) string {
 			e.t.Errorf("Serve returned %v", err)
 		}
 	})
-	return ln.Addr().String()
+	return gw, ln.Addr().String()
 }
 
 // do sends a REST request, checks the status and decodes the answer into out.

@@ -35,6 +35,13 @@ type Options struct {
 	// use the service, and with which role (app.Service.SSHRecheck for SSH sessions). A
 	// refusal ends the program; a new role takes effect at once.
 	Recheck func(ctx context.Context, p app.Principal) (app.Principal, error)
+	// Connect, if set, makes enter on one of the user's hosts open its shell in the same
+	// terminal: the command it returns runs with the terminal handed over (tea.Exec) and
+	// the TUI comes back when it returns, saying how the connection ended (the message
+	// of an error it returns). It is called while the enter key is handled, so the caller
+	// can stop the program's input there. Nil: enter ends the program with
+	// Result.ConnectHostID set.
+	Connect func(hostID string) tea.ExecCommand
 }
 
 // Result is what the session asked for when the program ended.
@@ -138,6 +145,35 @@ func (m *Model) quit() tea.Cmd {
 	return tea.Quit
 }
 
+// connect opens the shell of host r through Options.Connect, handing the terminal over
+// until it returns.
+func (m *Model) connect(r row) tea.Cmd {
+	name := r.key
+	if h, ok := r.item.(app.HostView); ok && h.ShortID != "" {
+		name = h.ShortID
+	}
+	c := m.opts.Connect(r.key)
+	if c == nil {
+		return nil
+	}
+	return tea.Exec(c, func(err error) tea.Msg { return connectedMsg{host: name, err: err} })
+}
+
+// connectedMsg says that the shell opened by connect has ended, or why it did not open.
+type connectedMsg struct {
+	host string
+	err  error
+}
+
+func (m *Model) connected(msg connectedMsg) {
+	if msg.err != nil {
+		m.flash = flash{text: "cannot connect to " + msg.host + ": " + strings.TrimPrefix(errorText(msg.err), "error: "), err: true}
+	} else {
+		m.info("connection to " + msg.host + " closed")
+	}
+	m.reloadAll() // the host may have been started meanwhile
+}
+
 // Result reports what the session asked for; read it after the program has exited.
 func (m *Model) Result() Result { return m.result }
 
@@ -194,6 +230,8 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		}
 	case asyncMsg:
 		cmd = msg.apply(m)
+	case connectedMsg:
+		m.connected(msg)
 	}
 	if m.result.ConnectHostID != "" {
 		return m, m.quit()

@@ -737,6 +737,9 @@ func ownHostsView() *viewSpec {
 		liveItem: hostLive,
 	}
 	v.enter = &action{key: "enter", label: "connect", row: true, run: func(m *Model, r row) tea.Cmd {
+		if m.opts.Connect != nil {
+			return m.connect(r)
+		}
 		m.result.ConnectHostID = r.key
 		return m.quit()
 	}}

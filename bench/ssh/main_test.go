@@ -69,11 +69,14 @@ func TestSmallBench(t *testing.T) {
 	if res.SetupGateway <= 0 || res.SetupDirect <= 0 || res.Handshake <= 0 || res.HandshakeGo <= 0 {
 		t.Fatalf("set-up times not measured: %+v", res)
 	}
-	if res.ThroughputGateway <= 0 || res.ThroughputDirect <= 0 {
+	if res.ThroughputGateway <= 0 || res.ThroughputOpenSSH <= 0 || res.ThroughputDirect <= 0 {
 		t.Fatalf("throughput not measured (a short stream?): %+v", res)
 	}
 	if res.RSSAfter == 0 || res.HeapAfter == 0 || res.GoroutinesAfter <= res.GoroutinesBefore {
 		t.Fatalf("idle sessions not visible in the gateway process: %+v", res)
+	}
+	if res.CipherOpenSSH != "aes128-gcm@openssh.com" {
+		t.Fatalf("OpenSSH negotiated %q with the gateway, want aes128-gcm@openssh.com", res.CipherOpenSSH)
 	}
 	table := res.Markdown()
 	for _, want := range []string{"Session set-up", "Throughput", "Memory per idle session", "Overall: "} {
