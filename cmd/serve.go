@@ -261,7 +261,7 @@ func Serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		}
 		// The gateway also serves the door's Connect: enter on a host in the TUI opens its
 		// shell in the same session, through the gateway's checks and bridge.
-		gw, err = sshd.NewGateway(svc, sshd.GatewayConfig{HostSigner: signer, Logger: log})
+		gw, err = sshd.NewGateway(svc, sshd.GatewayConfig{HostSigner: signer, Logger: log, Ciphers: c.gatewayCiphers()})
 		if err != nil && gwLn != nil {
 			return err
 		}
