@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -45,6 +46,9 @@ const VNCCookieName = "ccp_vnc"
 
 // vncTokenParam is the query parameter a browser passes its credential in.
 const vncTokenParam = "token"
+
+// vncSocketKeyParam carries a desktop websocket's key (app.Service.VNCSocketKey).
+const vncSocketKeyParam = "k"
 
 // VNCDialer dials addr inside the network namespace of process pid.
 type VNCDialer func(ctx context.Context, pid int, network, addr string) (net.Conn, error)
@@ -103,9 +107,24 @@ func (s *Server) vnc(door app.VNCDoor) httprouter.Handle {
 	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
 		hostID := ps.ByName("id")
 		prefix := vncPrefix(door, hostID)
+		// A container's page runs on this server's origin: it must not install a service
+		// worker here (one in scope would see the ?token= of later opens).
+		if r.Header.Get("Service-Worker") != "" {
+			s.writeError(w, r, &app.Error{Kind: app.KindForbidden, Code: "service_worker",
+				Message: "service workers cannot be installed through the browser desktop"})
+			return
+		}
+		// A request with a credential (opening the page with ?token=, an API client's
+		// bearer) costs one request of the API budget, taken before the credential is
+		// checked (as on every other route); the page's many static files and its
+		// websocket, carried by the ticket cookie, cost nothing unless refused.
+		credential := r.Header.Get("Authorization") != "" || r.URL.Query().Has(vncTokenParam)
+		if credential && !s.charge(w, r) {
+			return
+		}
 		p, via, exp, err := s.vncAuthenticate(r, hostID, door)
 		if err != nil {
-			if s.charge(w, r) {
+			if credential || s.charge(w, r) {
 				if via == viaCookie {
 					s.clearVNCCookie(w, r, prefix)
 				}
@@ -113,17 +132,23 @@ func (s *Server) vnc(door app.VNCDoor) httprouter.Handle {
 			}
 			return
 		}
-		// A request with a credential (opening the page with ?token=, an API client's
-		// bearer) costs one request of the API budget; the page's many static files and
-		// its websocket, carried by the ticket cookie, cost nothing.
-		if via != viaCookie && !s.charge(w, r) {
-			return
-		}
 		ws := isWebSocket(r)
 		if via == viaCookie && !sameOrigin(r) {
 			s.writeError(w, r, &app.Error{Kind: app.KindForbidden, Code: "cross_origin",
 				Message: "the browser desktop cannot be used from another origin"})
 			return
+		}
+		if ws && via == viaCookie {
+			// The cookie alone could have been attached by a page another container served
+			// on this origin: the websocket must also carry the socket key that only the
+			// address of this desktop's own page holds.
+			want := s.svc.VNCSocketKey(p, hostID, door)
+			if subtle.ConstantTimeCompare([]byte(r.URL.Query().Get(vncSocketKeyParam)), []byte(want)) != 1 {
+				s.charge(w, r)
+				s.writeError(w, r, &app.Error{Kind: app.KindForbidden, Code: "vnc_socket_key",
+					Message: "this desktop connection lacks its key: open the desktop again with ?token=<your token>"})
+				return
+			}
 		}
 		target, err := s.svc.VNCTarget(r.Context(), p, hostID, door, ws)
 		if err != nil {
@@ -153,13 +178,21 @@ func (s *Server) vnc(door app.VNCDoor) httprouter.Handle {
 		q := r.URL.Query()
 		hadToken := q.Has(vncTokenParam)
 		q.Del(vncTokenParam)
+		q.Del(vncSocketKeyParam)
 		// noVNC builds its websocket URL from the path setting (default "websockify", from
 		// the site root, remembered across hosts in localStorage): point it at this host.
 		page := !ws && (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
 			(upPath == "/vnc.html" || upPath == "/vnc_lite.html")
-		addPath := page && !q.Has("path")
+		addPath := page && (!q.Has("path") || hadToken)
 		if addPath {
-			q.Set("path", strings.TrimPrefix(prefix, "/")+"/websockify")
+			// Opened with a credential: the page's address gets the websocket path with its
+			// socket key (see VNCSocketKey). Opened on the cookie alone, it gets the path
+			// without one, so a page elsewhere on this origin cannot learn a key by opening it.
+			ws := strings.TrimPrefix(prefix, "/") + "/websockify"
+			if hadToken {
+				ws += "?" + vncSocketKeyParam + "=" + url.QueryEscape(s.svc.VNCSocketKey(p, hostID, door))
+			}
+			q.Set("path", ws)
 		}
 		if !ws && (r.Method == http.MethodGet || r.Method == http.MethodHead) && (hadToken || addPath) {
 			// Take the credential out of the address bar, history and Referer headers.
@@ -310,10 +343,13 @@ func (s *Server) vncProxy() *httputil.ReverseProxy {
 				// The container is its user's: never hand it the caller's credentials.
 				pr.Out.Header.Del("Authorization")
 				pr.Out.Header.Del("Cookie")
+				pr.Out.Header.Del("Referer") // the page's address holds its socket key
 			},
 			ModifyResponse: func(res *http.Response) error {
-				// Nor let it set cookies on this server's origin.
+				// Nor let it set cookies on this server's origin, or widen a service
+				// worker's scope to it.
 				res.Header.Del("Set-Cookie")
+				res.Header.Del("Service-Worker-Allowed")
 				return nil
 			},
 			ErrorHandler: s.vncProxyError,

@@ -199,6 +199,8 @@ func (d *fakeDesktop) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	// The container must not be able to set cookies on the control plane's origin.
 	http.SetCookie(w, &http.Cookie{Name: "planted", Value: "x", Path: "/"})
+	// Nor widen a service worker's scope to the whole origin.
+	w.Header().Set("Service-Worker-Allowed", "/")
 	w.Header().Set("Content-Type", "text/plain")
 	fmt.Fprintf(w, "desktop file %s", r.URL.Path)
 }
@@ -351,6 +353,7 @@ func TestVNCProxyFake(t *testing.T) {
 	})
 
 	var ticket *http.Cookie
+	var sockPath string // the websocket path the ?token= open put in the page's address
 	t.Run("token parameter becomes a host-scoped cookie", func(t *testing.T) {
 		e.t = t
 		r := e.vncGet(userA+"/vnc.html?autoconnect=1&token="+url.QueryEscape(alice), nil)
@@ -362,8 +365,10 @@ func TestVNCProxyFake(t *testing.T) {
 			t.Fatal(err)
 		}
 		q := loc.Query()
+		sockPath = q.Get("path")
+		key := strings.TrimPrefix(sockPath, strings.TrimPrefix(userA, "/")+"/websockify?k=")
 		if loc.Path != userA+"/vnc.html" || q.Has("token") || q.Get("autoconnect") != "1" ||
-			q.Get("path") != strings.TrimPrefix(userA, "/")+"/websockify" {
+			key == sockPath || len(key) < 20 || strings.Contains(sockPath, alice) {
 			t.Fatalf("redirect to %s", loc)
 		}
 		ticket = vncCookie(t, r)
@@ -375,13 +380,22 @@ func TestVNCProxyFake(t *testing.T) {
 		}
 		// The page and its files load on the cookie alone.
 		before := ns.desk.count()
-		r = e.vncGet(loc.RequestURI(), cookieHdr(ticket))
+		h := cookieHdr(ticket)
+		h.Set("Referer", e.srv.URL+loc.RequestURI())
+		r = e.vncGet(loc.RequestURI(), h)
 		if r.Status != 200 {
 			t.Fatalf("page on the cookie: %d %s", r.Status, r.Body)
 		}
 		up := ns.desk.last(t)
-		if up.URL.Query().Has("token") || up.Header.Get("Cookie") != "" || ns.desk.count() != before+1 {
+		if up.URL.Query().Has("token") || up.Header.Get("Cookie") != "" || up.Header.Get("Referer") != "" || ns.desk.count() != before+1 {
 			t.Fatalf("upstream saw %s with headers %v", up.URL, up.Header)
+		}
+		// Opened on the cookie alone (as a page elsewhere on this origin could open it), the
+		// page's address gets the websocket path without a key.
+		r = e.vncGet(userA+"/vnc.html", cookieHdr(ticket))
+		if l, _ := url.Parse(r.Header.Get("Location")); r.Status != http.StatusSeeOther ||
+			l.Query().Get("path") != strings.TrimPrefix(userA, "/")+"/websockify" {
+			t.Fatalf("cookie-only open: %d to %s", r.Status, r.Header.Get("Location"))
 		}
 		// A ticket is not an API credential.
 		if r := e.raw("GET", "/v1/auth/me", ticket.Value, nil); r.Status != 401 {
@@ -391,10 +405,13 @@ func TestVNCProxyFake(t *testing.T) {
 
 	t.Run("websocket through the cookie gets the RFB banner and is audited", func(t *testing.T) {
 		e.t = t
-		ws, res := wsDial(t, e.srv.URL+userA+"/websockify", cookieHdr(ticket))
+		ws, res := wsDial(t, e.srv.URL+"/"+sockPath, cookieHdr(ticket))
 		if ws == nil {
 			b, _ := io.ReadAll(res.Body)
 			t.Fatalf("upgrade refused: %d %s", res.StatusCode, b)
+		}
+		if up := ns.desk.last(t); up.URL.RawQuery != "" {
+			t.Fatalf("the socket key reached the container: %s", up.URL)
 		}
 		if got := ws.readBanner(t); got != "RFB 003.008\n" {
 			t.Fatalf("banner %q", got)
@@ -412,9 +429,19 @@ func TestVNCProxyFake(t *testing.T) {
 		// Another site's page cannot use the visitor's cookie.
 		h := cookieHdr(ticket)
 		h.Set("Origin", "http://evil.example")
-		ws, res = wsDial(t, e.srv.URL+userA+"/websockify", h)
+		ws, res = wsDial(t, e.srv.URL+"/"+sockPath, h)
 		if ws != nil || res.StatusCode != 403 {
 			t.Fatalf("cross-origin websocket: %d", res.StatusCode)
+		}
+		// Nor can a page another container serves on this origin: the browser attaches the
+		// cookie, but the page does not know the socket key (nor a wrong or other host's one).
+		for _, path := range []string{userA + "/websockify", userA + "/websockify?k=", userA + "/websockify?k=AAAAAAAAAAAAAAAAAAAAAAAA"} {
+			h := cookieHdr(ticket)
+			h.Set("Origin", e.srv.URL)
+			ws, res = wsDial(t, e.srv.URL+path, h)
+			if ws != nil || res.StatusCode != 403 {
+				t.Fatalf("websocket on the cookie without its key (%s): %d", path, res.StatusCode)
+			}
 		}
 	})
 
@@ -559,6 +586,77 @@ func TestVNCRateLimit(t *testing.T) {
 	// The spent budget is the API's too, but the cookie still carries the open desktop.
 	if r := e.vncGet(prefix+"/core/util.js", cookieHdr(c)); r.Status != 200 {
 		t.Fatalf("asset after the budget is spent: %d", r.Status)
+	}
+}
+
+// TestVNCRateLimitBeforeAuthentication: a credential sent to a VNC route is charged before
+// it is checked, so a client over its budget cannot make the server verify (and audit as
+// auth.failure) one credential after another.
+func TestVNCRateLimitBeforeAuthentication(t *testing.T) {
+	rt := newFakeRuntime()
+	ns := &fakeNetns{}
+	ns.desk = newFakeDesktop(t)
+	e := newEnv(t, withRuntime(rt), withVNCDial(ns.dial), withRateLimit(60))
+	aliceID, _ := e.user("alice", "user")
+	hostA := e.host(aliceID)
+	e.waitIdle(hostA)
+	prefix := "/v1/user/hosts/" + hostA + "/vnc"
+	limited := 0
+	for i := 0; i < 150; i++ {
+		var r resp
+		if i%2 == 0 {
+			r = e.vncGet(prefix+"/vnc.html", bearerHdr("garbage.garbage.garbage"))
+		} else {
+			r = e.vncGet(prefix+"/vnc.html?token=garbage.garbage.garbage", nil)
+		}
+		switch r.Status {
+		case 401:
+		case 429:
+			limited++
+		default:
+			t.Fatalf("request %d: %d %s", i, r.Status, r.Body)
+		}
+	}
+	if limited == 0 {
+		t.Fatal("never rate limited")
+	}
+	admin, err := e.svc.Authenticate(context.Background(), "127.0.0.1", e.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, err := e.svc.ListEvents(context.Background(), admin, app.EventQuery{Type: "auth.failure", Limit: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, max := len(page.Events), 150-limited; n > max {
+		t.Fatalf("%d credentials were checked and audited, but only %d requests were within the budget", n, max)
+	}
+}
+
+// TestVNCRefusesServiceWorkers: a page served from a container runs on the control plane's
+// origin, so it must not install a service worker there (one would see later ?token= opens).
+func TestVNCRefusesServiceWorkers(t *testing.T) {
+	rt := newFakeRuntime()
+	ns := &fakeNetns{}
+	ns.desk = newFakeDesktop(t)
+	e := newEnv(t, withRuntime(rt), withVNCDial(ns.dial))
+	aliceID, alice := e.user("alice", "user")
+	hostA := e.host(aliceID)
+	e.waitIdle(hostA)
+	prefix := "/v1/user/hosts/" + hostA + "/vnc"
+	before := ns.desk.count()
+	h := bearerHdr(alice)
+	h.Set("Service-Worker", "script")
+	wantErr(t, e.vncGet(prefix+"/sw.js", h), 403, "service_worker")
+	if ns.desk.count() != before {
+		t.Fatal("a service worker script request reached the container")
+	}
+	r := e.vncGet(prefix+"/app/ui.js", bearerHdr(alice))
+	if r.Status != 200 {
+		t.Fatalf("status %d body %s", r.Status, r.Body)
+	}
+	if v := r.Header.Get("Service-Worker-Allowed"); v != "" {
+		t.Fatalf("the container widened a service worker scope through the proxy: %q", v)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"strconv"
@@ -147,6 +148,24 @@ func (s *Service) VNCTarget(ctx context.Context, p Principal, hostID string, doo
 	}
 	return VNCTarget{HostID: h.ID, UserID: h.UserID, Pid: rh.Pid,
 		Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(VNCPort))}, nil
+}
+
+// VNCSocketKey is the capability a desktop's websocket must carry besides the ticket cookie.
+// Every desktop is served on the server's own origin, so a page one container serves can
+// open a websocket to another host's desktop, and the browser attaches that host's ticket
+// cookie. The key is only ever put in the address of the page that the ?token= open
+// redirects to; a page elsewhere on the origin cannot compute it (it is a MAC under the
+// server's ticket key) nor read the HttpOnly cookie it goes with. It is bound to the user,
+// the host, the door and the credential behind the ticket, so it stays valid while the
+// ticket is renewed.
+func (s *Service) VNCSocketKey(p Principal, hostID string, door VNCDoor) string {
+	cred := p.JTI
+	if p.Method == "token" {
+		cred = p.TokenID
+	}
+	m := hmac.New(sha256.New, s.vncKey())
+	fmt.Fprintf(m, "socket\x00%s\x00%s\x00%s\x00%s\x00%s", p.UserID, hostID, door, p.Method, cred)
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:18])
 }
 
 // IssueVNCTicket issues a ticket for p's use of hostID's desktop through door (after the same
