@@ -27,6 +27,10 @@ type Config struct {
 	// VNCDial dials the desktop inside a container's network namespace; nil is
 	// runtime.DialInNetns (tests substitute their own).
 	VNCDial VNCDialer
+	// VNCRecheckInterval is how often an open desktop websocket's credential and the
+	// caller's right to the host are checked again (a logout, revocation, disabled account
+	// or stopped host ends it); 0 means 30 s.
+	VNCRecheckInterval time.Duration
 }
 
 // Server is the REST door.

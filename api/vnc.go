@@ -205,7 +205,45 @@ func (s *Server) vnc(door app.VNCDoor) httprouter.Handle {
 		if len(q) == 0 {
 			up.query = ""
 		}
-		s.vncProxy().ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), vncCtxKey{}, up)))
+		ctx := context.WithValue(r.Context(), vncCtxKey{}, up)
+		if ws {
+			// The websocket is one request that lives as long as the desktop is open: check
+			// again, now and then, that its credential still holds and the host may still be
+			// used; when not, cancelling the request closes both ends.
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithCancel(ctx)
+			defer cancel()
+			go s.watchVNC(ctx, cancel, r, hostID, door)
+		}
+		s.vncProxy().ServeHTTP(w, r.WithContext(ctx))
+	}
+}
+
+// watchVNC ends an open desktop websocket (cancel) once its request's credential no longer
+// authenticates or its caller may no longer use the host.
+func (s *Server) watchVNC(ctx context.Context, cancel context.CancelFunc, r *http.Request, hostID string, door app.VNCDoor) {
+	every := s.cfg.VNCRecheckInterval
+	if every <= 0 {
+		every = 30 * time.Second
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		rc := r.WithContext(ctx)
+		p, _, _, err := s.vncAuthenticate(rc, hostID, door)
+		if err == nil {
+			_, err = s.svc.VNCTarget(ctx, p, hostID, door, false)
+		}
+		if err != nil && ctx.Err() == nil {
+			s.log.Info("closing a desktop connection", "host", hostID, "reason", app.AsError(err).Message)
+			cancel()
+			return
+		}
 	}
 }
 

@@ -678,7 +678,7 @@ func vncEngine(t *testing.T) *env {
 // waitDesktop polls the proxied page until websockify answers inside the container.
 func (e *env) waitDesktop(prefix, bearer string) {
 	e.t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(180 * time.Second)
 	var last resp
 	for time.Now().Before(deadline) {
 		last = e.vncGet(prefix+"/vnc.html?path=x", bearerHdr(bearer))
@@ -761,7 +761,7 @@ func TestVNCOnRealEngine(t *testing.T) {
 			URL       string `json:"url"`
 		}
 		var st state
-		deadline := time.Now().Add(90 * time.Second)
+		deadline := time.Now().Add(180 * time.Second)
 		for {
 			var err error
 			st, err = chromedp.Run(ctx, chromedp.Evaluate[state](`(() => {
@@ -809,4 +809,44 @@ func TestVNCOnRealEngine(t *testing.T) {
 			t.Fatalf("websocket to a stopped host: %d", res.StatusCode)
 		}
 	})
+}
+
+// An open desktop websocket ends soon after its credential stops working (logout) or the
+// caller loses the host; until then it stays open.
+func TestVNCOpenWebsocketEndsOnLogout(t *testing.T) {
+	rt := newFakeRuntime()
+	ns := &fakeNetns{}
+	ns.desk = newFakeDesktop(t)
+	e := newEnv(t, withRuntime(rt), withVNCDial(ns.dial), func(_ *app.Config, _ *app.Deps, c *api.Config) {
+		c.VNCRecheckInterval = 20 * time.Millisecond
+	})
+	aliceID, _ := e.user("alice", "user")
+	hostA := e.host(aliceID)
+	e.waitIdle(hostA)
+	sess := e.login("alice", "password-alice")
+	ws, res := wsDial(t, e.srv.URL+"/v1/user/hosts/"+hostA+"/vnc/websockify", bearerHdr(sess))
+	if ws == nil {
+		t.Fatalf("upgrade refused: %d", res.StatusCode)
+	}
+	defer ws.Close()
+	if got := ws.readBanner(t); got != "RFB 003.008\n" {
+		t.Fatalf("banner %q", got)
+	}
+	// Several rechecks pass while the session holds: the connection stays open.
+	_ = ws.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if _, _, err := wsReadFrame(ws.br); err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the connection ended while its session was valid: %v", err)
+	}
+	e.do("POST", "/v1/auth/logout", sess, nil, 204, nil)
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		_, _, err := wsReadFrame(ws.br)
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatal("the desktop connection outlived its logged-out session by 10 s")
+		}
+		return // closed by the server
+	}
 }
