@@ -262,6 +262,9 @@ func (s *Service) checkHost(ctx context.Context, hc HostChecker, h Host, a egres
 	if unconfigured {
 		s.log.Debug("egress check skipped: no check service configured", "host", h.ID)
 		quiet = true
+		// Nothing can say the egress fails, as without a HostChecker: the attach that
+		// led here clears an unavailable host (else nothing ever would).
+		v.keep = false
 	}
 	egress := fmt.Sprintf("egress %s (%s)", a.e.Label, a.e.IPAddress)
 	mkEvent := func(applied bool) *Event {

@@ -135,6 +135,16 @@ func newProxyNet(dev tun.Device, d outbound.Dialer, resolver netip.Addr, mtu int
 	p.wg.Add(2)
 	go p.readTUN()
 	go p.writeTUN()
+	// Nothing acts on the TUN's link events, but they must be read: wireguard-go's
+	// listener blocks once its channel is full and then never ends, nor closes its netlink
+	// socket (which holds the container's namespace), when the device closes. The channel
+	// closes when the listener ends.
+	if ev := dev.Events(); ev != nil {
+		go func() {
+			for range ev {
+			}
+		}()
+	}
 	return p, nil
 }
 
