@@ -112,14 +112,34 @@ func (s *Service) execute(ctx context.Context, r *taskRun) error {
 	return fmt.Errorf("app: unknown task kind %q", t.Kind)
 }
 
-func (s *Service) hostSpec(h Host) HostSpec {
+func (s *Service) hostSpec(h Host, network string) HostSpec {
 	return HostSpec{HostID: h.ID, UserID: h.UserID, ShortID: h.ShortID, Hostname: "ws-" + h.ShortID,
-		Image: h.Image, CPU: h.CPU, MemoryMB: h.MemoryMB, PIDs: h.PIDs, Network: s.cfg.UnboundNetwork}
+		Image: h.Image, CPU: h.CPU, MemoryMB: h.MemoryMB, PIDs: h.PIDs, Network: network}
+}
+
+// networkFor is the network a host's container must be created with: none while the host is
+// bound (its tunnel is then its only way out), else UNBOUND_HOST_NETWORK.
+func (s *Service) networkFor(ctx context.Context, hostID string) (string, error) {
+	if s.cfg.UnboundNetwork == "" || s.cfg.UnboundNetwork == "none" {
+		return "none", nil
+	}
+	_, bound, err := s.boundEgress(ctx, hostID)
+	if err != nil {
+		return "", err
+	}
+	if bound {
+		return "none", nil
+	}
+	return s.cfg.UnboundNetwork, nil
 }
 
 func (s *Service) createContainer(ctx context.Context, r *taskRun, h Host) error {
 	return r.step(ctx, "create container", func() error {
-		rh, err := s.runtime.Create(ctx, s.hostSpec(h))
+		network, err := s.networkFor(ctx, h.ID)
+		if err != nil {
+			return err
+		}
+		rh, err := s.runtime.Create(ctx, s.hostSpec(h, network))
 		if err != nil {
 			return err
 		}
@@ -135,10 +155,28 @@ func (s *Service) createContainer(ctx context.Context, r *taskRun, h Host) error
 }
 
 func (s *Service) startContainer(ctx context.Context, r *taskRun, h Host) error {
-	err := r.step(ctx, "start container", func() error {
+	network, err := s.networkFor(ctx, h.ID)
+	if err != nil {
+		return err
+	}
+	if rh, err := s.runtime.Inspect(ctx, h.ID); err == nil && rh.State != StateMissing && rh.Network != "" && rh.Network != network {
+		// Bound or unbound while stopped (with UNBOUND_HOST_NETWORK=bridge): a container's
+		// network is fixed when it is created, so it is created again, home kept. A bound
+		// host never starts with a network besides its tunnel.
+		if err := r.step(ctx, "recreate container with network "+network, func() error {
+			if err := s.runtime.Remove(ctx, h.ID, true); err != nil {
+				return err
+			}
+			_, err := s.runtime.Create(ctx, s.hostSpec(h, network))
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	err = r.step(ctx, "start container", func() error {
 		err := s.runtime.Start(ctx, h.ID)
 		if isRuntimeCode(err, "container_missing") {
-			if _, err := s.runtime.Create(ctx, s.hostSpec(h)); err != nil {
+			if _, err := s.runtime.Create(ctx, s.hostSpec(h, network)); err != nil {
 				return err
 			}
 			return s.runtime.Start(ctx, h.ID)

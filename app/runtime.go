@@ -65,6 +65,9 @@ type RuntimeHost struct {
 	State       string // one of the State* constants
 	Pid         int    // init pid when running (for network namespaces), else 0
 	StartedAt   time.Time
+	// Network is the network the container was created with ("none", "bridge"); "" when
+	// the engine does not say.
+	Network string
 }
 
 // RuntimeEvent is a state change of a labelled container.

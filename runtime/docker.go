@@ -451,6 +451,14 @@ func toHost(info container.InspectResponse) app.RuntimeHost {
 	if h.Image == "" {
 		h.Image = info.Image
 	}
+	if info.HostConfig != nil {
+		switch m := string(info.HostConfig.NetworkMode); m {
+		case "default":
+			h.Network = "bridge"
+		default:
+			h.Network = m
+		}
+	}
 	if st := info.State; st != nil {
 		h.State = mapState(st.Status)
 		if st.Running {

@@ -139,6 +139,9 @@ func TestCreateStartInspect(t *testing.T) {
 	if h.State != app.StateRunning || h.Pid <= 0 || h.StartedAt.IsZero() {
 		t.Fatalf("after Start: %+v", h)
 	}
+	if want := map[string]string{"": "none", "none": "none", "bridge": "bridge"}[spec.Network]; h.Network != want {
+		t.Fatalf("Inspect says network %q for a container created with %q", h.Network, spec.Network)
+	}
 
 	info, err := d.cli.ContainerInspect(ctx, h.ContainerID)
 	if err != nil {

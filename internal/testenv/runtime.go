@@ -43,7 +43,7 @@ func (r *Runtime) Create(_ context.Context, s app.HostSpec) (app.RuntimeHost, er
 	if r.hosts == nil {
 		r.hosts = map[string]*app.RuntimeHost{}
 	}
-	h := &app.RuntimeHost{HostID: s.HostID, UserID: s.UserID, ContainerID: "c-" + s.HostID, Image: s.Image, State: app.StateCreated}
+	h := &app.RuntimeHost{HostID: s.HostID, UserID: s.UserID, ContainerID: "c-" + s.HostID, Image: s.Image, State: app.StateCreated, Network: s.Network}
 	r.hosts[s.HostID] = h
 	return *h, nil
 }
