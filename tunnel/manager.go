@@ -195,14 +195,20 @@ func (m *Manager) Attach(ctx context.Context, hostID string, pid int, e app.Egre
 		if err != nil {
 			return fmt.Errorf("tunnel attach %s: %w", hostID, err)
 		}
-		ep, err := cfg.endpoint(ctx)
-		if err != nil {
-			return fmt.Errorf("tunnel attach %s: %w", hostID, err)
+		// The key is what was asked, with the endpoint as configured: resolving its name
+		// happens only when a tunnel is (re)built, so an unchanged tunnel is neither torn
+		// down when a round-robin name answers another address nor failed by a passing DNS
+		// outage on the server.
+		key = strings.Join([]string{strconv.Itoa(pid), "wireguard", e.WGEndpoint, e.WGPublicKey, e.WGPrivateKey,
+			e.WGPresharedKey, e.WGAllowedIPs, e.WGPeerAddress, e.WGDNSServer, e.ID}, "\x00")
+		build = func() (*attachment, error) {
+			ep, err := cfg.endpoint(ctx)
+			if err != nil {
+				return nil, err
+			}
+			endpoint = ep.String()
+			return m.attach(hostID, pid, e.ID, cfg, ep, cfg.uapi(ep), kernel)
 		}
-		uapi := cfg.uapi(ep)
-		endpoint = ep.String()
-		key = fmt.Sprintf("%d\x00%s\x00%s\x00%v\x00%s", pid, uapi, e.WGPeerAddress, cfg.dns, e.ID)
-		build = func() (*attachment, error) { return m.attach(hostID, pid, e.ID, cfg, ep, uapi, kernel) }
 	}
 
 	hl := m.hostLock(hostID)
