@@ -57,7 +57,49 @@ const (
 	// virtio header goes there).
 	tunOffset = 16
 	nicID     = 1
+
+	// The most a container may hold at once through its proxy tunnel: relayed TCP
+	// connections, relayed UDP flows (one source and destination each), flows to its
+	// resolver (one source port each) and DNS queries being answered. Past them a new TCP
+	// connection is reset, a new UDP flow refused (ICMP port unreachable) and a query
+	// dropped (the client retries), so that one container cannot exhaust this process's
+	// memory or file descriptors.
+	proxyMaxTCP      = 4096
+	proxyMaxUDP      = 512
+	proxyMaxDNSFlows = 256
+	proxyMaxDNS      = 128
 )
+
+// slots bounds how many of something are held at once; take never waits.
+type slots struct {
+	n   atomic.Int64
+	max int64
+}
+
+// take takes a slot when one is free and reports whether it did.
+func (s *slots) take() bool {
+	if s.n.Add(1) > s.max {
+		s.n.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (s *slots) put() { s.n.Add(-1) }
+
+// proxyDenied are destinations a container is never carried to through its proxy: this
+// network, loopback, link-local (where clouds serve instance metadata), multicast, the
+// broadcast address and the tunnel's own 198.18.0.0/15. Private ranges (10/8,
+// 172.16/12, 192.168/16, 100.64/10) stay allowed: as a matter of policy the container
+// reaches what the proxy server's network offers, and the proxy server decides.
+var proxyDenied = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("169.254.0.0/16"),
+	netip.MustParsePrefix("224.0.0.0/4"),
+	netip.MustParsePrefix("255.255.255.255/32"),
+	netip.MustParsePrefix("198.18.0.0/15"),
+}
 
 // proxyNet bridges a TUN device (living in a container's namespace) to a proxy outbound
 // through a gVisor network stack in this process: the stack ends every TCP connection and
@@ -85,6 +127,10 @@ type proxyNet struct {
 	// sending while rx stands still is not hearing back.
 	rx, tx   atomic.Uint64
 	lastDial atomic.Int64 // unix nanoseconds of the last connection the proxy took
+
+	// The container's share of this process (see proxyMaxTCP): set by newProxyNet, and
+	// only changed (by tests) before the container sends anything.
+	tcpSlots, udpSlots, dnsFlowSlots, dnsSlots slots
 }
 
 func newProxyNet(dev tun.Device, d outbound.Dialer, resolver netip.Addr, mtu int, log *slog.Logger) (*proxyNet, error) {
@@ -100,6 +146,10 @@ func newProxyNet(dev tun.Device, d outbound.Dialer, resolver netip.Addr, mtu int
 		stack: s,
 		log:   log,
 	}
+	p.tcpSlots.max = proxyMaxTCP
+	p.udpSlots.max = proxyMaxUDP
+	p.dnsFlowSlots.max = proxyMaxDNSFlows
+	p.dnsSlots.max = proxyMaxDNS
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	fail := func(what string, err tcpip.Error) (*proxyNet, error) {
 		p.cancel()
@@ -125,9 +175,20 @@ func newProxyNet(dev tun.Device, d outbound.Dialer, resolver netip.Addr, mtu int
 	tcpFwd := tcp.NewForwarder(s, 0, 1024, p.handleTCP)
 	s.SetTransportProtocolHandler(tcp.ProtocolNumber, tcpFwd.HandlePacket)
 	udpFwd := udp.NewForwarder(s, p.handleUDP)
+	// This handler sees only the first packet of a flow (the stack delivers the rest to
+	// the flow's endpoint); udpFwd.HandlePacket calls handleUDP before it returns, which
+	// gives the slot taken here to the flow or back.
 	s.SetTransportProtocolHandler(udp.ProtocolNumber, func(id stack.TransportEndpointID, pkt stack.PacketBufferPtr) bool {
-		if !p.d.UDP() && p.dstOf(id) != p.dns {
+		dst := p.dstOf(id)
+		flows := &p.udpSlots
+		if dst == p.dns {
+			flows = &p.dnsFlowSlots
+		} else if !p.d.UDP() || p.denied(dst.Addr()) {
 			return false // the stack answers ICMP port unreachable
+		}
+		if !flows.take() {
+			p.log.Debug("proxy: udp flows at their limit", "dst", dst.String())
+			return false
 		}
 		return udpFwd.HandlePacket(id, pkt)
 	})
@@ -158,6 +219,20 @@ func (p *proxyNet) Close() {
 		p.stack.Close()
 		p.stack.Wait()
 	})
+}
+
+// denied reports whether the container may not reach a through the proxy (proxyDenied);
+// its resolver it may, whatever its address.
+func (p *proxyNet) denied(a netip.Addr) bool {
+	if a == p.dns.Addr() {
+		return false
+	}
+	for _, pf := range proxyDenied {
+		if pf.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *proxyNet) dstOf(id stack.TransportEndpointID) netip.AddrPort {
@@ -245,6 +320,17 @@ func (p *proxyNet) dialed() { p.lastDial.Store(time.Now().UnixNano()) }
 // handleTCP carries one TCP connection of the container through the proxy.
 func (p *proxyNet) handleTCP(r *tcp.ForwarderRequest) {
 	dst := p.dstOf(r.ID())
+	if p.denied(dst.Addr()) {
+		p.log.Debug("proxy: tcp: denied destination", "dst", dst.String())
+		r.Complete(true)
+		return
+	}
+	if !p.tcpSlots.take() {
+		p.log.Debug("proxy: tcp connections at their limit", "dst", dst.String())
+		r.Complete(true)
+		return
+	}
+	defer p.tcpSlots.put()
 	ctx, cancel := context.WithTimeout(p.ctx, proxyDialTimeout)
 	out, err := p.d.DialContext(ctx, "tcp", dst.String())
 	cancel()
@@ -317,20 +403,26 @@ func (p *proxyNet) relayTCP(in, out net.Conn) {
 	<-up
 }
 
-// handleUDP takes a new UDP flow of the container (one source and destination). It runs
-// on the stack's delivery path: the work goes to a goroutine.
+// handleUDP takes a new UDP flow of the container (one source and destination), holding
+// a slot of dnsFlowSlots (to the resolver) or udpSlots (any other) that it puts back when
+// the flow ends. It runs on the stack's delivery path: the work goes to a goroutine.
 func (p *proxyNet) handleUDP(r *udp.ForwarderRequest) {
 	dst := p.dstOf(r.ID())
+	flows := &p.udpSlots
+	if dst == p.dns {
+		flows = &p.dnsFlowSlots
+	}
 	var wq waiter.Queue
 	ep, err := r.CreateEndpoint(&wq)
 	if err != nil {
+		flows.put()
 		return
 	}
 	in := gonet.NewUDPConn(p.stack, &wq, ep)
 	if dst == p.dns {
-		go p.serveDNS(in)
+		go func() { defer flows.put(); p.serveDNS(in) }()
 	} else {
-		go p.relayUDP(in, dst)
+		go func() { defer flows.put(); p.relayUDP(in, dst) }()
 	}
 }
 
@@ -347,10 +439,15 @@ func (p *proxyNet) serveDNS(in *gonet.UDPConn) {
 		if err != nil {
 			return
 		}
+		if !p.dnsSlots.take() {
+			p.log.Debug("proxy: dns queries at their limit")
+			continue // the client asks again
+		}
 		q := append([]byte(nil), b[:n]...)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer p.dnsSlots.put()
 			if ans := p.exchangeDNS(q); ans != nil {
 				in.Write(ans)
 			}
@@ -414,7 +511,9 @@ func (p *proxyNet) relayUDP(in *gonet.UDPConn, dst netip.AddrPort) {
 	var last atomic.Int64 // activity in either direction keeps the flow
 	last.Store(time.Now().UnixNano())
 	pump := func(dst, src net.Conn, n *atomic.Uint64) {
-		b := make([]byte, 65535)
+		bp := relayBufs.Get().(*[]byte)
+		defer relayBufs.Put(bp)
+		b := *bp
 		for {
 			src.SetReadDeadline(time.Unix(0, last.Load()).Add(proxyUDPIdle))
 			nr, err := src.Read(b)

@@ -308,17 +308,28 @@ type sysDialer struct{ d *dialer }
 
 func (s sysDialer) DialContext(ctx context.Context, network string, dst M.Socksaddr) (net.Conn, error) {
 	if N.NetworkName(network) == N.NetworkUDP {
-		// A socks server may answer a UDP ASSOCIATE with an unspecified bind address:
-		// it means the server's own.
-		if dst.IsIP() && dst.Addr.IsUnspecified() {
-			dst = M.Socksaddr{Addr: s.d.server.Addr, Fqdn: s.d.server.Fqdn, Port: dst.Port}
-		}
-		return s.d.opts.Dial(ctx, "udp", dst.String())
+		return s.d.opts.Dial(ctx, "udp", udpRelayAddr(s.d.server, dst).String())
 	}
 	if dst == s.d.server {
 		return s.d.serverConn(ctx)
 	}
 	return s.d.opts.Dial(ctx, network, dst.String())
+}
+
+// udpRelayAddr is where datagrams go for a socks server (at server) that answered a UDP
+// ASSOCIATE with relay. An unspecified relay address means the server's own; so is taken
+// a loopback, private or link-local one, which is the server's view of itself (behind NAT,
+// in a container) or else would have this process send to its own machine, its own
+// networks or their metadata services at the server's word.
+func udpRelayAddr(server, relay M.Socksaddr) M.Socksaddr {
+	if !relay.IsIP() {
+		return relay
+	}
+	a := relay.Addr.Unmap()
+	if a.IsUnspecified() || a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() {
+		return M.Socksaddr{Addr: server.Addr, Fqdn: server.Fqdn, Port: relay.Port}
+	}
+	return relay
 }
 
 func (s sysDialer) ListenPacket(ctx context.Context, dst M.Socksaddr) (net.PacketConn, error) {
