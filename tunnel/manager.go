@@ -289,6 +289,12 @@ func (m *Manager) prepare(hostID string, pid int, egressID, ifname string, resol
 	}); err != nil {
 		return fail(err)
 	}
+	// A tunnel device already in the container is not one this manager holds (Attach has
+	// detached its own): a kernel WireGuard link outlives a crashed server and would keep
+	// the container on its old peer. Remove it; any other interface is refused below.
+	if err := removeStaleTunnels(a.h); err != nil {
+		return fail(err)
+	}
 	if tdev, err = mkdev(a); err != nil {
 		return fail(err)
 	}
@@ -609,4 +615,22 @@ func (m *Manager) Close() error {
 		errs = append(errs, m.Detach(context.Background(), id))
 	}
 	return errors.Join(errs...)
+}
+
+// removeStaleTunnels deletes WireGuard or TUN devices named like this room's tunnels from a
+// container's namespace.
+func removeStaleTunnels(h *netlink.Handle) error {
+	for _, name := range []string{InterfaceName, ProxyInterfaceName} {
+		l, err := h.LinkByName(name)
+		if err != nil {
+			continue // not there
+		}
+		if t := l.Type(); t != "wireguard" && t != "tuntap" {
+			continue // not ours: refused by the interface check
+		}
+		if err := h.LinkDel(l); err != nil {
+			return fmt.Errorf("remove stale %s (%s) from the container: %w", name, l.Type(), err)
+		}
+	}
+	return nil
 }
