@@ -8,7 +8,7 @@ import (
 )
 
 // A tunnel device left in a container by an earlier server (a kernel WireGuard link outlives
-// a crash; here a persistent TUN stands in for it) is replaced on attach, while any other
+// a crash; here a persistent TAP, which a new TUN cannot reuse, stands in for it) is replaced on attach, while any other
 // interface is still refused.
 func TestAttachReplacesStaleTunnel(t *testing.T) {
 	l := newLab(t)
@@ -17,7 +17,7 @@ func TestAttachReplacesStaleTunnel(t *testing.T) {
 	m := l.wgManager(t, WireGuardUserspace)
 
 	c := newNetnsContainer(t)
-	sh(t, "ip", "netns", "exec", c.name, "ip", "tuntap", "add", "dev", InterfaceName, "mode", "tun")
+	sh(t, "ip", "netns", "exec", c.name, "ip", "tuntap", "add", "dev", InterfaceName, "mode", "tap")
 	sh(t, "ip", "netns", "exec", c.name, "ip", "link", "set", InterfaceName, "up")
 	if err := m.Attach(ctx, "stale", c.pid, e); err != nil {
 		t.Fatalf("attach over a stale %s: %v", InterfaceName, err)
