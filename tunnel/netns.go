@@ -15,6 +15,10 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 )
 
+// InNetns is inNetns for other rooms' tools (the tunnel bench): fn runs on a dedicated OS
+// thread switched into target.
+func InNetns(target netns.NsHandle, fn func() error) error { return inNetns(target, fn) }
+
 // inNetns runs fn on a dedicated OS thread switched into the network namespace target,
 // then switches the thread back. Sockets and devices fn creates stay in target. If
 // switching back fails the thread is never unlocked, so the Go runtime ends it with its

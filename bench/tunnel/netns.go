@@ -2,43 +2,15 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"net"
-	goruntime "runtime"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/tunnel"
 )
 
-// inNetns runs fn on a locked OS thread switched into target, then switches the thread back.
-// Sockets fn opens stay in target. If switching back fails the thread stays locked, so the
-// Go runtime ends it with its goroutine rather than reusing a thread in the wrong namespace.
-// (The same pattern as the tunnel package's own, which is not exported.)
-func inNetns(target netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		goruntime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			goruntime.UnlockOSThread()
-			errc <- fmt.Errorf("current netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(target); err != nil {
-			goruntime.UnlockOSThread()
-			errc <- fmt.Errorf("setns: %w", err)
-			return
-		}
-		fnErr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- fmt.Errorf("switching back from a lab namespace failed (thread discarded): %w", err)
-			return
-		}
-		goruntime.UnlockOSThread()
-		errc <- fnErr
-	}()
-	return <-errc
-}
+// inNetns runs fn on a locked OS thread switched into target (the tunnel room's own).
+func inNetns(target netns.NsHandle, fn func() error) error { return tunnel.InNetns(target, fn) }
 
 // nsNet opens sockets inside one network namespace.
 type nsNet struct{ ns netns.NsHandle }
