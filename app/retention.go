@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"time"
 )
 
 // retentionBatch bounds one purge transaction, so a first purge of a large log never holds
@@ -13,16 +14,15 @@ const retentionBatch = 1000
 // older than Config.TaskRetention, in batches, and records what it removed as an event.
 // A zero retention keeps everything. The task sweeper calls it every 30 seconds.
 func (s *Service) ApplyRetention(ctx context.Context) (events, tasks int) {
-	purge := func(what string, keep func() bool, fn func(Tx) (int, error)) int {
-		if !keep() {
-			return 0
-		}
+	now := s.Now()
+	// purge deletes, a batch per transaction, what fn finds older than now-keep.
+	purge := func(what string, keep time.Duration, fn func(tx Tx, before time.Time) (int, error)) int {
 		total := 0
-		for ctx.Err() == nil {
+		for keep > 0 && ctx.Err() == nil {
 			var n int
 			err := s.store.Update(ctx, func(tx Tx) error {
 				var err error
-				n, err = fn(tx)
+				n, err = fn(tx, now.Add(-keep))
 				return err
 			})
 			if err != nil {
@@ -38,12 +38,11 @@ func (s *Service) ApplyRetention(ctx context.Context) (events, tasks int) {
 		}
 		return total
 	}
-	now := s.Now()
-	events = purge("events", func() bool { return s.cfg.EventRetention > 0 }, func(tx Tx) (int, error) {
-		return tx.PurgeEventsBefore(now.Add(-s.cfg.EventRetention), retentionBatch)
+	events = purge("events", s.cfg.EventRetention, func(tx Tx, before time.Time) (int, error) {
+		return tx.PurgeEventsBefore(before, retentionBatch)
 	})
-	tasks = purge("tasks", func() bool { return s.cfg.TaskRetention > 0 }, func(tx Tx) (int, error) {
-		return tx.PurgeTasksBefore(now.Add(-s.cfg.TaskRetention), retentionBatch)
+	tasks = purge("tasks", s.cfg.TaskRetention, func(tx Tx, before time.Time) (int, error) {
+		return tx.PurgeTasksBefore(before, retentionBatch)
 	})
 	if events+tasks == 0 {
 		return 0, 0
