@@ -91,6 +91,33 @@ func intIn(lo, hi int, dst func(*Config) *int) func(*Config, string) error {
 	}
 }
 
+// durationIn parses a Go duration from lo to hi; with zeroOK, 0 is accepted too.
+func durationIn(lo, hi time.Duration, zeroOK bool, dst func(*Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || !(zeroOK && d == 0) && (d < lo || d > hi) {
+			if zeroOK {
+				return fmt.Errorf("must be 0 or a duration from %s to %s (e.g. 5m)", fmtDur(lo), fmtDur(hi))
+			}
+			return fmt.Errorf("must be a duration from %s to %s", fmtDur(lo), fmtDur(hi))
+		}
+		*dst(c) = d
+		return nil
+	}
+}
+
+// fmtDur writes a duration the way people do: 1m, 10s, 720h.
+func fmtDur(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
 func oneOf(options []string, dst func(*Config) *string) func(*Config, string) error {
 	return func(c *Config, v string) error {
 		for _, o := range options {
@@ -181,14 +208,7 @@ func Keys() []Key {
 		{"MANAGED_IMAGE", "cloud-cli-proxy/managed:latest", "Docker image of new hosts.", nonEmpty(func(c *Config) *string { return &c.ManagedImage })},
 		{"PUBLIC_HOST", "localhost", "Host name users connect to, used in access commands and handoffs.", nonEmpty(func(c *Config) *string { return &c.PublicHost })},
 		{"UNBOUND_HOST_NETWORK", "none", "Network of hosts without an egress binding: none (loopback only) or bridge.", oneOf([]string{"none", "bridge"}, func(c *Config) *string { return &c.UnboundHostNetwork })},
-		{"JWT_TTL", "12h", "Lifetime of a login JWT.", func(c *Config, v string) error {
-			d, err := time.ParseDuration(v)
-			if err != nil || d < time.Minute || d > 30*24*time.Hour {
-				return fmt.Errorf("must be a duration from 1m to 720h")
-			}
-			c.JWTTTL = d
-			return nil
-		}},
+		{"JWT_TTL", "12h", "Lifetime of a login JWT.", durationIn(time.Minute, 30*24*time.Hour, false, func(c *Config) *time.Duration { return &c.JWTTTL })},
 		{"TOKEN_MAX_LIFETIME_DAYS", "0", "Longest access-token lifetime in days; 0 allows tokens that never expire.", intIn(0, 3650, func(c *Config) *int { return &c.TokenMaxLifetimeDays })},
 		{"EVENT_RETENTION_DAYS", "365", "Days audit events are kept; older ones are deleted every 30 s (a retention.purge event says how many); 0 keeps them forever.", intIn(0, 36500, func(c *Config) *int { return &c.EventRetentionDays })},
 		{"TASK_RETENTION_DAYS", "90", "Days finished tasks are kept; queued and running tasks are never deleted; 0 keeps them forever.", intIn(0, 36500, func(c *Config) *int { return &c.TaskRetentionDays })},
@@ -213,14 +233,7 @@ func Keys() []Key {
 			c.EgressCheckURL = v
 			return nil
 		}},
-		{"EGRESS_RECHECK_INTERVAL", "5m", "How often the egress of every running host with a bound egress is checked again from inside its container (a Go duration from 10s to 24h), each host at its own moment of the interval: a failing check marks the host unavailable, a later pass clears it, an unchanged result records no event. 0 disables these checks of healthy hosts (an unavailable host is still retried every 5m, or sooner with a shorter interval).", func(c *Config, v string) error {
-			d, err := time.ParseDuration(v)
-			if err != nil || (d != 0 && (d < 10*time.Second || d > 24*time.Hour)) {
-				return fmt.Errorf("must be 0 or a duration from 10s to 24h (e.g. 5m)")
-			}
-			c.EgressRecheckInterval = d
-			return nil
-		}},
+		{"EGRESS_RECHECK_INTERVAL", "5m", "How often the egress of every running host with a bound egress is checked again from inside its container (a Go duration from 10s to 24h), each host at its own moment of the interval: a failing check marks the host unavailable, a later pass clears it, an unchanged result records no event. 0 disables these checks of healthy hosts (an unavailable host is still retried every 5m, or sooner with a shorter interval).", durationIn(10*time.Second, 24*time.Hour, true, func(c *Config) *time.Duration { return &c.EgressRecheckInterval })},
 		{"EGRESS_PROXY_DNS_SERVER", "1.1.1.1", "Resolver of containers behind a proxy egress (an IPv4 address): their resolv.conf names it, and their DNS queries to it are carried through the proxy to it.", func(c *Config, v string) error {
 			a, err := netip.ParseAddr(v)
 			if err == nil {

@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"io"
+	"strings"
 	"testing"
 	"time"
 )
@@ -21,5 +22,19 @@ func TestEgressRecheckConfig(t *testing.T) {
 	c, err := LoadConfig(nil, func(string) string { return "" }, io.Discard)
 	if err != nil || c.egressRecheck() != 5*time.Minute {
 		t.Fatalf("default: %v, %v", c.egressRecheck(), err)
+	}
+}
+
+// A refused duration says the range in the units people write.
+func TestDurationRangeMessages(t *testing.T) {
+	for arg, want := range map[string]string{
+		"--jwt-ttl=10s":                  "from 1m to 720h",
+		"--egress-recheck-interval=5s":   "0 or a duration from 10s to 24h",
+		"--egress-recheck-interval=soon": "0 or a duration from 10s to 24h",
+	} {
+		_, err := LoadConfig([]string{arg}, func(string) string { return "" }, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want a message with %q", arg, err, want)
+		}
 	}
 }
