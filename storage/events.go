@@ -48,18 +48,29 @@ func (t *tx) AddEvent(e *app.Event) error {
 	if err := recs.Put(key, raw); err != nil {
 		return err
 	}
-	for _, ix := range []struct {
-		bucket []byte
-		value  string
-	}{{bEventsByHost, e.HostID}, {bEventsByUser, e.UserID}, {bEventsByType, e.Action}} {
-		if ix.value == "" {
-			continue
-		}
-		if err := t.bucket(ix.bucket).Put(join(prefix(ix.value), key), empty); err != nil {
+	for _, ix := range eventIndexKeys(e, key) {
+		if err := t.bucket(ix.bucket).Put(ix.key, empty); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// eventIndex is one index entry of an event: its bucket and key.
+type eventIndex struct{ bucket, key []byte }
+
+// eventIndexKeys are the host, user and type index entries of event e stored under key.
+func eventIndexKeys(e *app.Event, key []byte) []eventIndex {
+	var out []eventIndex
+	for _, ix := range []struct {
+		bucket []byte
+		value  string
+	}{{bEventsByHost, e.HostID}, {bEventsByUser, e.UserID}, {bEventsByType, e.Action}} {
+		if ix.value != "" {
+			out = append(out, eventIndex{ix.bucket, join(prefix(ix.value), key)})
+		}
+	}
+	return out
 }
 
 func (t *tx) QueryEvents(q app.EventQuery) (app.EventPage, error) {

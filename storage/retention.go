@@ -32,14 +32,8 @@ func (t *tx) PurgeEventsBefore(before time.Time, max int) (int, error) {
 		if err := json.Unmarshal(d.raw, &e); err != nil {
 			return 0, fmt.Errorf("storage: decode event %x: %w", d.key, err)
 		}
-		for _, ix := range []struct {
-			bucket []byte
-			value  string
-		}{{bEventsByHost, e.HostID}, {bEventsByUser, e.UserID}, {bEventsByType, e.Action}} {
-			if ix.value == "" {
-				continue
-			}
-			if err := t.bucket(ix.bucket).Delete(join(prefix(ix.value), d.key)); err != nil {
+		for _, ix := range eventIndexKeys(&e, d.key) {
+			if err := t.bucket(ix.bucket).Delete(ix.key); err != nil {
 				return 0, err
 			}
 		}
