@@ -295,11 +295,12 @@ func (p *proxyNet) writeTUN() {
 		}
 		bufs = bufs[:0]
 		for !pkt.IsNil() {
-			view := pkt.ToView()
+			// Copied straight from the packet's chunks (ToView would copy it once more).
+			b := store[len(bufs)][:tunOffset]
+			for _, s := range pkt.AsSlices() {
+				b = append(b, s...)
+			}
 			pkt.DecRef()
-			b := store[len(bufs)][:tunOffset+view.Size()]
-			copy(b[tunOffset:], view.AsSlice())
-			view.Release()
 			bufs = append(bufs, b)
 			if len(bufs) == n {
 				break
@@ -472,6 +473,9 @@ func (p *proxyNet) exchangeDNS(q []byte) []byte {
 // takes over UDP: 512 bytes, or its EDNS0 buffer size.
 func fitUDP(q, ans []byte) []byte {
 	size := dns.MinMsgSize
+	if len(ans) <= size {
+		return ans // fits whatever the query allows: no need to parse it
+	}
 	var qm dns.Msg
 	if qm.Unpack(q) == nil {
 		if opt := qm.IsEdns0(); opt != nil && int(opt.UDPSize()) > size {
@@ -514,12 +518,15 @@ func (p *proxyNet) relayUDP(in *gonet.UDPConn, dst netip.AddrPort) {
 		bp := relayBufs.Get().(*[]byte)
 		defer relayBufs.Put(bp)
 		b := *bp
+		// The deadline is moved only when it passes, not for every datagram: reading on
+		// after a timeout while the flow was active since keeps the same idle rule.
+		src.SetReadDeadline(time.Unix(0, last.Load()).Add(proxyUDPIdle))
 		for {
-			src.SetReadDeadline(time.Unix(0, last.Load()).Add(proxyUDPIdle))
 			nr, err := src.Read(b)
 			if err != nil {
 				var ne net.Error
 				if errors.As(err, &ne) && ne.Timeout() && time.Since(time.Unix(0, last.Load())) < proxyUDPIdle {
+					src.SetReadDeadline(time.Unix(0, last.Load()).Add(proxyUDPIdle))
 					continue
 				}
 				return

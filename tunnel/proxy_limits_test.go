@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -196,17 +197,6 @@ func (pt *proxyNetTest) dialTCP(dst string) (net.Conn, error) {
 	return conn, nil
 }
 
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // With room for two TCP relays, a third connection is reset without reaching the proxy,
 // and once one of the two closes a new one goes through.
 func TestProxyNetTCPLimit(t *testing.T) {
@@ -229,7 +219,10 @@ func TestProxyNetTCPLimit(t *testing.T) {
 		t.Fatalf("%d dials, want 2: %v", n, pt.d.dials)
 	}
 	conns[0].Close()
-	waitFor(t, 5*time.Second, "a relay's slot is put back when it closes", func() bool { return pt.p.tcpSlots.n.Load() < 2 })
+	eventually(t, 5*time.Second, "a relay's slot is put back when it closes", func() (bool, string) {
+		n := pt.p.tcpSlots.n.Load()
+		return n < 2, fmt.Sprintf("%d TCP slots held", n)
+	})
 	c, err := pt.dialTCP("203.0.113.4:80")
 	if err != nil {
 		t.Fatalf("after a close: %v", err)

@@ -13,7 +13,9 @@ var _ app.EgressValidator = (*Manager)(nil)
 func (m *Manager) ValidateEgress(e app.EgressIP) error {
 	switch e.TunnelType {
 	case app.TunnelProxy:
-		_, err := outbound.ParseConfig(e.ProxyConfig)
+		// New, not just ParseConfig: building the dialer is where a shadowsocks 2022 key
+		// is decoded, and Attach and Test build it the same way.
+		_, err := outbound.New(e.ProxyConfig, outbound.Options{})
 		return err
 	case app.TunnelWireGuard:
 		_, err := parseWG(e)

@@ -28,6 +28,7 @@ func TestValidateEgressOnSave(t *testing.T) {
 		{"multiplex", `{"type":"trojan","server":"198.51.100.7","server_port":443,"password":"p","multiplex":{"enabled":true}}`, "proxy_config.multiplex"},
 		{"reality", `{"type":"vless","server":"198.51.100.7","server_port":443,"uuid":"b831381d-6324-4d53-ad4f-8cda48b30811","tls":{"enabled":true,"reality":{"enabled":true}}}`, "proxy_config.tls.reality"},
 		{"shadowsocks plugin", `{"type":"shadowsocks","server":"198.51.100.7","server_port":8388,"method":"aes-128-gcm","password":"p","plugin":"obfs-local"}`, "proxy_config.plugin"},
+		{"shadowsocks 2022 key not base64", `{"type":"shadowsocks","server":"198.51.100.7","server_port":8388,"method":"2022-blake3-aes-128-gcm","password":"not base64!"}`, "proxy_config.password"},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

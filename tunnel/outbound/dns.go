@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 )
 
@@ -40,6 +41,10 @@ func deadlineOf(ctx context.Context, c net.Conn) func() bool {
 	return context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 }
 
+// udpAnswerBufs hold a datagram of any size while ExchangeDNS reads an answer (which it
+// then copies out): one per query would be 64 KiB of garbage each time.
+var udpAnswerBufs = sync.Pool{New: func() any { b := make([]byte, 0xffff); return &b }}
+
 func exchangeUDP(ctx context.Context, d Dialer, addr string, query []byte) ([]byte, error) {
 	c, err := d.DialContext(ctx, "udp", addr)
 	if err != nil {
@@ -50,7 +55,9 @@ func exchangeUDP(ctx context.Context, d Dialer, addr string, query []byte) ([]by
 	if _, err := c.Write(query); err != nil {
 		return nil, err
 	}
-	b := make([]byte, 0xffff)
+	bp := udpAnswerBufs.Get().(*[]byte)
+	defer udpAnswerBufs.Put(bp)
+	b := *bp
 	for {
 		n, err := c.Read(b)
 		if err != nil {
