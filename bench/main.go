@@ -5,7 +5,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -15,6 +14,8 @@ import (
 	"runtime/pprof"
 	"strings"
 	"time"
+
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/bench/internal/sysinfo"
 )
 
 func main() {
@@ -67,7 +68,7 @@ func main() {
 	}
 	table := renderTable(rows)
 	fmt.Print(table)
-	fmt.Printf("\n(took %s; load average at the end: %s)\n", time.Since(start).Round(time.Second), loadAverage())
+	fmt.Printf("\n(took %s; load average at the end: %s)\n", time.Since(start).Round(time.Second), sysinfo.LoadAverage())
 	if *results != "" {
 		if err := writeResults(*results, *machine, env, o, table); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
@@ -111,34 +112,9 @@ func run(ctx context.Context, o Options) ([]Row, error) {
 	return rows, nil
 }
 
-func cpuModel() string {
-	f, err := os.Open("/proc/cpuinfo")
-	if err != nil {
-		return runtime.GOARCH
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return runtime.GOARCH
-}
-
 func environment() string {
 	return fmt.Sprintf("%s %s/%s, GOMAXPROCS=%d, NumCPU=%d, CPU: %s, load average at start: %s",
-		runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.GOMAXPROCS(0), runtime.NumCPU(), cpuModel(), loadAverage())
-}
-
-// loadAverage is the 1, 5 and 15 minute load averages: other processes on the machine
-// skew every latency here, tails most.
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
-		return strings.Join(f[:3], " ")
-	}
-	return "unknown"
+		runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.GOMAXPROCS(0), runtime.NumCPU(), sysinfo.CPUModel(), sysinfo.LoadAverage())
 }
 
 func fmtDur(d time.Duration) string {
@@ -224,13 +200,13 @@ func renderTable(rows []Row) string {
 
 func writeResults(path, machine, env string, o Options, table string) error {
 	if machine == "" {
-		machine = fmt.Sprintf("%d cores (%s)", runtime.NumCPU(), cpuModel())
+		machine = sysinfo.Cores()
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Bench results\n\nLast run of `go run ./bench -suite %s`, %s, on %s.\n\n", o.Suite, time.Now().UTC().Format("2006-01-02 15:04 MST"), machine)
 	fmt.Fprintf(&b, "Environment: %s. %d clients, %s per HTTP measurement (capped at %s requests), %s in-process calls.\n\n",
 		env, o.Clients, o.Duration, fmtCount(o.MaxRequests), fmtCount(o.Calls))
 	b.WriteString(table)
-	fmt.Fprintf(&b, "\nLoad average at the end: %s.\n", loadAverage())
+	fmt.Fprintf(&b, "\nLoad average at the end: %s.\n", sysinfo.LoadAverage())
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }

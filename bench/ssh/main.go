@@ -47,6 +47,7 @@ import (
 	"github.com/docker/docker/pkg/stdcopy"
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/bench/internal/sysinfo"
 	ccpruntime "github.com/cloud-cli-proxy/cloud-cli-proxy/runtime"
 )
 
@@ -540,7 +541,7 @@ func measureThroughput(ctx context.Context, cfg Config, res *Results, log io.Wri
 	}
 	openssh := func() error { // its CPU is the master's and the sample's ssh process's
 		cpu0, start := sampleCPU(pid), time.Now()
-		m0 := procCPU(master.Process.Pid)
+		m0 := sysinfo.ProcCPU(master.Process.Pid)
 		cmd := exec.CommandContext(ctx, sshBin, muxArgs(false, strings.Join(headCmd, " "))...)
 		cmd.Env = append(os.Environ(), "SSH_AUTH_SOCK=")
 		cmd.Stdout = devNull
@@ -551,7 +552,7 @@ func measureThroughput(ctx context.Context, cfg Config, res *Results, log io.Wri
 		}
 		tossh = append(tossh, float64(cfg.StreamBytes)/1e6/time.Since(start).Seconds())
 		d := sampleCPU(pid).sub(cpu0)
-		d.client += (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds() + procCPU(master.Process.Pid) - m0
+		d.client += (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds() + sysinfo.ProcCPU(master.Process.Pid) - m0
 		res.CPUOpenSSH.add(d, gib)
 		return nil
 	}
@@ -642,8 +643,8 @@ func machine(ctx context.Context, cli *client.Client) string {
 	if out, err := exec.Command("ssh", "-V").CombinedOutput(); err == nil {
 		m += ", " + strings.Fields(string(out))[0]
 	}
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		m += ", load average at start " + strings.Join(strings.Fields(string(b))[:3], " ")
+	if la := sysinfo.LoadAverage(); la != "unknown" {
+		m += ", load average at start " + la
 	}
 	return m
 }
@@ -872,8 +873,8 @@ func (a cpuSample) sub(b cpuSample) cpuSample {
 // sampleCPU reads /proc (zeros where it cannot).
 func sampleCPU(gatewayPid int) cpuSample {
 	var s cpuSample
-	s.gateway = procCPU(gatewayPid)
-	s.client = procCPU(os.Getpid())
+	s.gateway = sysinfo.ProcCPU(gatewayPid)
+	s.client = sysinfo.ProcCPU(os.Getpid())
 	dirs, _ := os.ReadDir("/proc")
 	for _, d := range dirs {
 		pid, err := strconv.Atoi(d.Name())
@@ -889,28 +890,8 @@ func sampleCPU(gatewayPid int) cpuSample {
 			if s.enginePids == nil {
 				s.enginePids = map[int]float64{}
 			}
-			s.enginePids[pid] = procCPU(pid)
+			s.enginePids[pid] = sysinfo.ProcCPU(pid)
 		}
 	}
 	return s
-}
-
-// procCPU returns the CPU seconds (utime + stime) of a process, from /proc/<pid>/stat.
-func procCPU(pid int) float64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name (which is in parentheses and may contain spaces).
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100 // USER_HZ is 100 on Linux
 }

@@ -78,11 +78,58 @@ func TestSmallBench(t *testing.T) {
 	if res.CipherOpenSSH != "aes128-gcm@openssh.com" {
 		t.Fatalf("OpenSSH negotiated %q with the gateway, want aes128-gcm@openssh.com", res.CipherOpenSSH)
 	}
+	// The headings are always printed; what the run can get wrong is a value the table
+	// derives from the measurements (a ratio of a zero, a total of nothing).
 	table := res.Markdown()
-	for _, want := range []string{"Session set-up", "Throughput", "Memory per idle session", "Overall: "} {
-		if !strings.Contains(table, want) {
-			t.Fatalf("table lacks %q:\n%s", want, table)
+	for _, bad := range []string{"NaN", "Inf", "0.0 ms |", "| 0 MB/s"} {
+		if strings.Contains(table, bad) {
+			t.Errorf("table has %q:\n%s", bad, table)
 		}
 	}
+	if res.CPUOpenSSH.total() <= 0 || res.CPUDirect.total() <= 0 {
+		t.Errorf("CPU per GiB not measured: OpenSSH %s, direct %s", res.CPUOpenSSH, res.CPUDirect)
+	}
 	t.Logf("\n%s", table)
+}
+
+// TestMarkdown checks the table's arithmetic and verdicts on made-up numbers (no engine).
+func TestMarkdown(t *testing.T) {
+	r := &Results{Cfg: Config{N: 5, StreamBytes: 1 << 30, StreamRuns: 3, Idle: 10},
+		SetupGateway: 30 * time.Millisecond, SetupDirect: 10 * time.Millisecond, Handshake: 20 * time.Millisecond,
+		ThroughputOpenSSH: 850, ThroughputDirect: 1000, ThroughputGateway: 500, CipherOpenSSH: "aes128-gcm@openssh.com",
+		RatioOpenSSH: medianRatio([]float64{800, 850, 900}, []float64{1000, 1000, 1000}), RatioGateway: 0.5,
+		CPUOpenSSH: cpuShare{1, 2, 1}, CPUDirect: cpuShare{1, 0, 1}, CPUGateway: cpuShare{1, 2, 3},
+		HeapPerSession: 2048, RSSPerSession: 4096}
+	md := r.Markdown()
+	for _, want := range []string{
+		"(median of 5) | 30.0 ms | 10.0 ms | 3.00x direct; 0.86 of budget 35.0 ms | <= 1.5x direct + handshake | PASS |",
+		"to /dev/null (medians of 3 rounds; ratio: median of the rounds' ratios) | 850 MB/s | 1000 MB/s | 85% | >= 90% of direct | FAIL |",
+		"| 1.00 / 2.00 / 1.00 = 4.00 s | 1.00 / 0.00 / 1.00 = 2.00 s |",
+		"| Memory per idle session, Go heap after GC (10 pty shells) | 2.0 KiB |",
+		"the ratio is bounded near 50% (OpenSSH) and 33% (x/crypto).",
+		"Overall: FAIL",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("table lacks %q:\n%s", want, md)
+		}
+	}
+	r.RatioOpenSSH = 0.9
+	if !r.Pass() {
+		t.Error("90% of direct and set-up within budget should pass")
+	}
+	r.Cfg.Only = "memory" // set-up and throughput not run: nothing to fail
+	r.SetupGateway, r.RatioOpenSSH = time.Second, 0
+	if !r.Pass() || strings.Contains(r.Markdown(), "| Session set-up") {
+		t.Errorf("-only memory: pass %v\n%s", r.Pass(), r.Markdown())
+	}
+}
+
+// TestCPUSampleSub checks that engine processes are matched by pid across two samples.
+func TestCPUSampleSub(t *testing.T) {
+	a := cpuSample{gateway: 5, client: 3, enginePids: map[int]float64{1: 10, 2: 4}} // 3 exited, 2 started
+	b := cpuSample{gateway: 2, client: 1, enginePids: map[int]float64{1: 7, 3: 100}}
+	d := a.sub(b)
+	if d.gateway != 3 || d.client != 2 || d.engine != 7 {
+		t.Errorf("sub = %+v, want gateway 3, client 2, engine 7 (3 from pid 1, 4 from new pid 2)", d)
+	}
 }

@@ -38,6 +38,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/bench/internal/sysinfo"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/tunnel"
 )
 
@@ -190,7 +191,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 
 	sweep(o.Log)
 	id := randomHex(3)
-	rep = &Report{Opts: o, ID: id, Start: time.Now(), LoadStart: loadAverage()}
+	rep = &Report{Opts: o, ID: id, Start: time.Now(), LoadStart: sysinfo.LoadAverage()}
 	l, err := newLab(id, o.Log)
 	defer func() {
 		if cerr := l.close(); cerr != nil {
@@ -233,7 +234,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	l.logf("boxes: tunnel pid %d, baseline pid %d", tb.pid, bb.pid)
 
 	res, err := runServer(ctx, l, cfg, o.CPUProfile, o.Log)
-	rep.End, rep.LoadEnd = time.Now(), loadAverage()
+	rep.End, rep.LoadEnd = time.Now(), sysinfo.LoadAverage()
 	if res != nil {
 		rep.Result = *res
 	}
@@ -286,42 +287,6 @@ func runServer(ctx context.Context, l *lab, cfg childConfig, cpuprofile string, 
 		return nil, errors.New("measuring process reported nothing")
 	}
 	return res, nil
-}
-
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
-		return strings.Join(f[:3], " ")
-	}
-	return "unknown"
-}
-
-func cpuModel() string {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return goruntime.GOARCH
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return goruntime.GOARCH
-}
-
-func kernel() string {
-	var u syscall.Utsname
-	if syscall.Uname(&u) != nil {
-		return "unknown"
-	}
-	var b strings.Builder
-	for _, c := range u.Release {
-		if c == 0 {
-			break
-		}
-		b.WriteByte(byte(c))
-	}
-	return b.String()
 }
 
 // Report is a run's results.
@@ -423,7 +388,7 @@ func (r *Report) Markdown() string {
 	b.WriteString("# Egress tunnel benchmark: download inside a container, each tunnel vs a plain veth\n\n")
 	machine := r.Machine
 	if machine == "" {
-		machine = fmt.Sprintf("%d cores (%s)", goruntime.NumCPU(), cpuModel())
+		machine = sysinfo.Cores()
 	}
 	boxes := "`ip netns exec NS sleep` (a process in network and mount namespaces of its own)"
 	if o.Docker {
@@ -437,7 +402,7 @@ func (r *Report) Markdown() string {
 		run += " -kinds " + strings.Join(o.Kinds, ",")
 	}
 	fmt.Fprintf(&b, "Date: %s  \nMachine: %s, Linux %s, %s %s/%s, GOMAXPROCS=%d  \nLoad average: %s at the start, %s at the end (%s)  \nRun: `%s`  \nBoxes: %s\n\n",
-		r.Start.UTC().Format("2006-01-02 15:04 MST"), machine, kernel(), goruntime.Version(), goruntime.GOOS, goruntime.GOARCH,
+		r.Start.UTC().Format("2006-01-02 15:04 MST"), machine, sysinfo.Kernel(), goruntime.Version(), goruntime.GOOS, goruntime.GOARCH,
 		goruntime.GOMAXPROCS(0), r.LoadStart, r.LoadEnd, r.End.Sub(r.Start).Round(time.Second), run, boxes)
 	b.WriteString(r.Table())
 	b.WriteString("\n")

@@ -19,9 +19,9 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/bench/internal/sysinfo"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/tunnel"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/tunnel/outbound"
 )
@@ -455,9 +455,9 @@ func (c *child) download(ctx context.Context, pid int, n int64) (sample, error) 
 		"-w", "%{http_code} %{size_download} %{time_total}", url)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	lab0, self0 := procCPU(c.cfg.LabPid), selfCPU()
+	lab0, self0 := sysinfo.ProcCPU(c.cfg.LabPid), sysinfo.SelfCPU()
 	err := cmd.Run()
-	lab1, self1 := procCPU(c.cfg.LabPid), selfCPU()
+	lab1, self1 := sysinfo.ProcCPU(c.cfg.LabPid), sysinfo.SelfCPU()
 	if err != nil {
 		return sample{}, fmt.Errorf("curl: %w: %s", err, strings.TrimSpace(stderr.String()))
 	}
@@ -472,36 +472,7 @@ func (c *child) download(ctx context.Context, pid int, n int64) (sample, error) 
 	}
 	s := sample{wall: time.Duration(secs * float64(time.Second)), server: self1 - self0, lab: lab1 - lab0}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		s.client = tv(ru.Utime) + tv(ru.Stime)
+		s.client = sysinfo.Seconds(ru.Utime) + sysinfo.Seconds(ru.Stime)
 	}
 	return s, nil
-}
-
-func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
-
-func selfCPU() float64 {
-	var ru unix.Rusage
-	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return float64(ru.Utime.Sec) + float64(ru.Utime.Usec)/1e6 + float64(ru.Stime.Sec) + float64(ru.Stime.Usec)/1e6
-}
-
-// procCPU is a process's user + system time (all threads) from /proc/PID/stat, in seconds.
-func procCPU(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100 // USER_HZ
 }
