@@ -3,8 +3,6 @@ package sshd_test
 import (
 	"context"
 	"io"
-	"log/slog"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +10,7 @@ import (
 	"github.com/charmbracelet/ssh"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/internal/testenv"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/sshd"
 )
 
@@ -33,25 +32,9 @@ func TestDoorConnectShell(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	door, err := sshd.NewDoor(e.svc, sshd.DoorConfig{HostSigner: signer, Connect: gw.Shell,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- door.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = door.Shutdown(ctx)
-		<-served
-	})
+	_, addr := serveDoor(t, e.svc, sshd.DoorConfig{HostSigner: signer, Connect: gw.Shell, Logger: testenv.DiscardLogger()})
 
-	denv := &doorEnv{t: t, addr: ln.Addr().String(), hostKey: signer.PublicKey()}
+	denv := &doorEnv{t: t, addr: addr, hostKey: signer.PublicKey()}
 	tm := denv.openTerm(denv.mustDial("alice", doorPassword("password-alice")))
 	tm.waitFor("Hosts (1)", aHost.ShortID, "stopped", "<enter> connect")
 

@@ -9,7 +9,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -28,8 +27,8 @@ import (
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/api"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/internal/testenv"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/sshd"
-	"github.com/cloud-cli-proxy/cloud-cli-proxy/storage"
 )
 
 // doorEnv is a Door on 127.0.0.1:0 over a real service on a temporary bbolt file, with the
@@ -48,18 +47,12 @@ type doorEnvOption func(*sshd.DoorConfig)
 
 func newDoorEnv(t *testing.T, opts ...doorEnvOption) *doorEnv {
 	t.Helper()
-	db, err := storage.Open(filepath.Join(t.TempDir(), "door.db"), storage.Options{MaxBatchDelay: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc, err := app.New(app.Config{JWTSecret: []byte(strings.Repeat("d", 40)), BcryptCost: 4,
-		TokenHashKey: []byte("door-token-hash-key"), ReconcileInterval: -1, PublicHost: "ccp.example.net"},
-		app.Deps{Store: db, Runtime: app.NoRuntime{}, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
+	te := testenv.NewService(t, testenv.WithRuntime(app.NoRuntime{}),
+		testenv.WithDeps(func(d *app.Deps) { d.Clock = nil }), // the real clock
+		testenv.WithConfig(func(c *app.Config) {
+			c.TokenHashKey, c.ReconcileInterval, c.PublicHost = []byte("door-token-hash-key"), -1, "ccp.example.net"
+		}))
+	svc, log := te.Service, te.Logger
 	ctx := context.Background()
 	if _, err := svc.EnsureAdmin(ctx, "admin", "admin-password"); err != nil {
 		t.Fatal(err)
@@ -76,6 +69,21 @@ func newDoorEnv(t *testing.T, opts ...doorEnvOption) *doorEnv {
 	for _, o := range opts {
 		o(&cfg)
 	}
+	door, addr := serveDoor(t, svc, cfg)
+	rest := httptest.NewServer(api.New(svc, api.Config{}, log).Handler())
+	t.Cleanup(rest.Close)
+	e := &doorEnv{t: t, svc: svc, addr: addr, hostKey: signer.PublicKey(), rest: rest, door: door}
+	e.admin, err = svc.SSHPasswordLogin(ctx, "127.0.0.1", "admin", "admin-password", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// serveDoor runs a door with cfg on 127.0.0.1:0 until the test ends, and returns it with
+// its address. The door is shut down at the end, and Serve must then return nil.
+func serveDoor(t *testing.T, svc *app.Service, cfg sshd.DoorConfig) (*sshd.Door, string) {
+	t.Helper()
 	door, err := sshd.NewDoor(svc, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -94,14 +102,7 @@ func newDoorEnv(t *testing.T, opts ...doorEnvOption) *doorEnv {
 			t.Errorf("Serve returned %v", err)
 		}
 	})
-	rest := httptest.NewServer(api.New(svc, api.Config{}, log).Handler())
-	t.Cleanup(rest.Close)
-	e := &doorEnv{t: t, svc: svc, addr: ln.Addr().String(), hostKey: signer.PublicKey(), rest: rest, door: door}
-	e.admin, err = svc.SSHPasswordLogin(ctx, "127.0.0.1", "admin", "admin-password", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
+	return door, ln.Addr().String()
 }
 
 func (e *doorEnv) user(name, role string) app.UserView {

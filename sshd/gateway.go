@@ -635,7 +635,7 @@ func (g *Gateway) bridgeMiddleware(_ ssh.Handler) ssh.Handler {
 		sigs := make(chan ssh.Signal, 4)
 		s.Signals(sigs)
 		defer s.Signals(nil)
-		code, err := g.bridge(ctx, p, h, gwAttachOptions(cmd, s.Environ(), pty), action, detail, gwStreams{
+		code, err := g.bridge(ctx, p, h.ID, gwAttachOptions(cmd, s.Environ(), pty), action, detail, gwStreams{
 			stdin: s, stdout: s, stderr: s.Stderr(), pty: pty, closed: gwState(s).closed, sigs: sigs,
 		})
 		switch {
@@ -691,18 +691,18 @@ type gwUserError struct {
 func (e *gwUserError) Error() string { return e.msg }
 func (e *gwUserError) Unwrap() error { return e.cause }
 
-// bridge runs opts' process in h's container wired to st until its output ends, and
+// bridge runs opts' process in host hostID's container wired to st until its output ends, and
 // returns its exit status; -1 with a nil error when the status is unknown (the client
 // went away or the engine lost the process; it has been hung up). An error (a
 // *gwUserError, whose text is for the client) means the process did not start.
-func (g *Gateway) bridge(ctx context.Context, p app.Principal, h app.Host, opts runtime.AttachOptions, action, detail string, st gwStreams) (int, error) {
-	es, err := g.rt.Attach(ctx, h.ID, opts)
+func (g *Gateway) bridge(ctx context.Context, p app.Principal, hostID string, opts runtime.AttachOptions, action, detail string, st gwStreams) (int, error) {
+	es, err := g.rt.Attach(ctx, hostID, opts)
 	if err != nil {
-		g.log.Warn("attach failed", "host", h.ID, "err", err)
+		g.log.Warn("attach failed", "host", hostID, "err", err)
 		return -1, &gwUserError{msg: gwPlain(err), cause: err}
 	}
 	defer es.Close()
-	g.svc.AuditGateway(ctx, p, h.ID, action, detail)
+	g.svc.AuditGateway(ctx, p, hostID, action, detail)
 	if st.pty != nil {
 		st.pty.attach(es, opts.Width, opts.Height)
 	}
@@ -772,7 +772,7 @@ func (g *Gateway) bridge(ctx context.Context, p app.Principal, h app.Host, opts 
 	code, err := es.Wait(wctx)
 	if err != nil {
 		if wctx.Err() == nil {
-			g.log.Info("exit status unknown", "host", h.ID, "err", err)
+			g.log.Info("exit status unknown", "host", hostID, "err", err)
 			g.hangup(es)
 		}
 		return -1, nil

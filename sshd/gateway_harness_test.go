@@ -25,9 +25,9 @@ import (
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/api"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/internal/testenv"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/runtime"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/sshd"
-	"github.com/cloud-cli-proxy/cloud-cli-proxy/storage"
 )
 
 // The gateway tests run a whole service (bbolt + the real Docker engine + the offline test
@@ -102,28 +102,18 @@ func newGwEnv(t *testing.T) *gwEnv {
 	t.Helper()
 	rt := gwEngine(t)
 	dataDir := t.TempDir()
-	db, err := storage.Open(filepath.Join(dataDir, "test.db"), storage.Options{MaxBatchDelay: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logger := testenv.DiscardLogger()
 	if os.Getenv("GW_TEST_LOG") != "" {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	svc, err := app.New(app.Config{
-		JWTSecret: []byte(strings.Repeat("s", 40)), BcryptCost: 4, TokenHashKey: []byte("token-hash-key-for-tests"),
-		ReconcileInterval: -1, ManagedImage: gwTestImage(), StopTimeout: 2 * time.Second,
-	}, app.Deps{Store: db, Runtime: rt, Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	wait, err := svc.Start(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); wait() })
+	te := testenv.NewService(t, testenv.WithDBPath(filepath.Join(dataDir, "test.db")), testenv.WithRuntime(rt),
+		testenv.WithDeps(func(d *app.Deps) { d.Clock, d.Logger = nil, logger }), // the real clock
+		testenv.WithConfig(func(c *app.Config) {
+			c.TokenHashKey, c.ReconcileInterval = []byte("token-hash-key-for-tests"), -1
+			c.ManagedImage, c.StopTimeout = gwTestImage(), 2*time.Second
+		}))
+	svc := te.Service
+	ctx := te.Start()
 	srv := httptest.NewServer(api.New(svc, api.Config{}, logger).Handler())
 	t.Cleanup(srv.Close)
 	e := &gwEnv{t: t, svc: svc, rt: rt, srv: srv, dataDir: dataDir}
@@ -153,7 +143,7 @@ func (e *gwEnv) startGateway(cfg sshd.GatewayConfig) (*sshd.Gateway, string) {
 	}
 	cfg.HostSigner = signer
 	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		cfg.Logger = testenv.DiscardLogger()
 	}
 	gw, err := sshd.NewGateway(e.svc, cfg)
 	if err != nil {

@@ -105,6 +105,13 @@ func (c *gwConn) flushHeld() {
 	c.release()
 }
 
+// Close writes held data first: a connection closed within gwSpillWait of a lone
+// 4096-byte packet would otherwise lose it.
+func (c *gwConn) Close() error {
+	c.flushHeld()
+	return c.Conn.Close()
+}
+
 func (c *gwConn) SetDeadline(t time.Time) error {
 	c.dmu.Lock()
 	defer c.dmu.Unlock()

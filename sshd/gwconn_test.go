@@ -23,6 +23,8 @@ func (r *recConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+func (r *recConn) Close() error { return nil }
+
 func (r *recConn) SetDeadline(t time.Time) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -105,6 +107,15 @@ func TestGwConnJoinsSpilledPackets(t *testing.T) {
 			t.Fatal("a lone spill was never written")
 		}
 		time.Sleep(time.Millisecond)
+	}
+
+	// Closing the connection writes held data first.
+	rc = &recConn{}
+	c = newGwConn(rc)
+	c.Write(spill)
+	c.Close()
+	if w, _ := rc.snapshot(); len(w) != 1 || !bytes.Equal(w[0], spill) {
+		t.Fatalf("Close lost a held spill: %d writes", len(w))
 	}
 }
 

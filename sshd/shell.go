@@ -40,7 +40,7 @@ type Terminal struct {
 // `ssh USER+SHORTID@HOST -p 2222`, and returns the shell's exit status when it exits
 // (-1 if the status is unknown: the client went away). The checks and the audit are the
 // gateway's: the account must still be allowed to sign in (app.SSHRecheck), the host must
-// be p's (app.GatewayHost), the session counts against MaxSessionsPerUser, a stopped host
+// be p's (app.GetOwnHost), the session counts against MaxSessionsPerUser, a stopped host
 // is started when p may, with progress written to t.Out (app.EnsureHostRunning), and the
 // session is audited as gateway.shell (app.AuditGateway).
 //
@@ -52,13 +52,8 @@ func (g *Gateway) Shell(ctx context.Context, p app.Principal, hostID string, t T
 	if err != nil {
 		return -1, gwAppError(app.KindUnauthenticated, "access_denied", "access denied", err)
 	}
-	hv, err := g.svc.GetOwnHost(ctx, p, hostID)
+	h, err := g.svc.GetOwnHost(ctx, p, hostID)
 	if err != nil {
-		return -1, gwAppError(app.KindNotFound, "not_found", "no such host", err)
-	}
-	// The gateway's own resolution of USER+SHORTID (and its audit of a refusal).
-	h, err := g.svc.GatewayHost(ctx, p, p.Username+"+"+hv.ShortID)
-	if err != nil || h.ID != hostID {
 		return -1, gwAppError(app.KindNotFound, "not_found", "no such host", err)
 	}
 	if !g.acquire(p.UserID) {
@@ -74,7 +69,7 @@ func (g *Gateway) Shell(ctx context.Context, p app.Principal, hostID string, t T
 	if t.Width <= 0 || t.Height <= 0 {
 		pty.win = ssh.Window{Width: 80, Height: 24}
 	}
-	code, err := g.bridge(ctx, p, h, gwAttachOptions([]string{"bash", "-l"}, t.Env, pty), "gateway.shell",
+	code, err := g.bridge(ctx, p, h.ID, gwAttachOptions([]string{"bash", "-l"}, t.Env, pty), "gateway.shell",
 		"login shell (from the TUI)", gwStreams{stdin: t.In, stdout: t.Out, pty: pty, closed: t.Done, resize: t.Resize})
 	if err != nil {
 		return -1, gwAppError(app.KindUnavailable, "shell_failed", err.Error(), err)

@@ -6,13 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,56 +20,30 @@ import (
 	"github.com/muesli/termenv"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
-	"github.com/cloud-cli-proxy/cloud-cli-proxy/storage"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/internal/testenv"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
-
-// clock is a settable test clock.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // env is a real service on a temporary bbolt file. Its task workers do not run unless a
 // test starts them, so queued tasks stay queued and views stay deterministic.
 type env struct {
 	t     *testing.T
 	svc   *app.Service
-	clk   *clock
+	clk   *testenv.Clock
+	te    *testenv.Env
 	ctx   context.Context
 	admin app.Principal
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	db, err := storage.Open(filepath.Join(t.TempDir(), "test.db"), storage.Options{MaxBatchDelay: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	clk := &clock{now: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
-	cfg := app.Config{JWTSecret: []byte(strings.Repeat("s", 40)), BcryptCost: 4,
-		TokenHashKey: []byte("token-hash-key-for-tests"), ReconcileInterval: -1,
-		PublicHost: "ccp.example.net", SSHProxyPort: 2222}
-	svc, err := app.New(cfg, app.Deps{Store: db, Clock: clk, Runtime: app.NoRuntime{},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{t: t, svc: svc, clk: clk, ctx: context.Background()}
+	te := testenv.NewService(t, testenv.WithRuntime(app.NoRuntime{}), testenv.WithConfig(func(c *app.Config) {
+		c.TokenHashKey, c.ReconcileInterval = []byte("token-hash-key-for-tests"), -1
+		c.PublicHost, c.SSHProxyPort = "ccp.example.net", 2222
+	}))
+	svc, clk := te.Service, te.Clock
+	e := &env{t: t, svc: svc, clk: clk, te: te, ctx: context.Background()}
 	if _, err := svc.EnsureAdmin(e.ctx, "admin", "admin-password"); err != nil {
 		t.Fatal(err)
 	}
@@ -80,14 +52,7 @@ func newEnv(t *testing.T) *env {
 }
 
 // start runs the task workers until the test ends.
-func (e *env) start() {
-	ctx, cancel := context.WithCancel(context.Background())
-	wait, err := e.svc.Start(ctx)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() { cancel(); wait() })
-}
+func (e *env) start() { e.te.Start() }
 
 func (e *env) login(user, pw string) app.Principal {
 	e.t.Helper()
