@@ -216,27 +216,43 @@ type principalHandler func(w http.ResponseWriter, r *http.Request, ps httprouter
 // authed wraps h with bearer authentication (a JWT or an access token).
 func (s *Server) authed(h principalHandler) httprouter.Handle {
 	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
-		ip := clientIP(r)
-		authz := r.Header.Get("Authorization")
-		scheme, cred, found := strings.Cut(authz, " ")
-		if authz == "" || !found || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(cred) == "" {
+		cred := bearerCredential(r)
+		if cred == "" {
 			s.writeError(w, r, &app.Error{Kind: app.KindUnauthenticated, Code: "unauthenticated", Message: "invalid or missing credentials"})
 			return
 		}
-		p, err := s.svc.Authenticate(r.Context(), ip, strings.TrimSpace(cred))
+		p, err := s.authenticate(r, cred, "bearer credential")
 		if err != nil {
-			if app.AsError(err).Kind == app.KindUnauthenticated {
-				method := "jwt"
-				if strings.HasPrefix(cred, app.TokenPrefix) {
-					method = "token"
-				}
-				s.svc.RecordAuthFailure(r.Context(), ip, method, "rejected bearer credential on "+r.Method+" "+r.URL.Path)
-			}
 			s.writeError(w, r, err)
 			return
 		}
 		h(w, r, ps, p)
 	}
+}
+
+// bearerCredential is the credential of an "Authorization: Bearer <cred>" header, or "" when
+// the header is missing or malformed.
+func bearerCredential(r *http.Request) string {
+	scheme, cred, found := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !found || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(cred)
+}
+
+// authenticate checks an API credential (a JWT or an access token) and records a refused one
+// as an auth failure; where names what carried it ("bearer credential").
+func (s *Server) authenticate(r *http.Request, cred, where string) (app.Principal, error) {
+	ip := clientIP(r)
+	p, err := s.svc.Authenticate(r.Context(), ip, cred)
+	if err != nil && app.AsError(err).Kind == app.KindUnauthenticated {
+		method := "jwt"
+		if strings.HasPrefix(cred, app.TokenPrefix) {
+			method = "token"
+		}
+		s.svc.RecordAuthFailure(r.Context(), ip, method, "rejected "+where+" on "+r.Method+" "+r.URL.Path)
+	}
+	return p, err
 }
 
 func (s *Server) handle(method, path, access string, h httprouter.Handle) {

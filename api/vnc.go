@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -142,11 +141,10 @@ func (s *Server) vnc(door app.VNCDoor) httprouter.Handle {
 			// The cookie alone could have been attached by a page another container served
 			// on this origin: the websocket must also carry the socket key that only the
 			// address of this desktop's own page holds.
-			want := s.svc.VNCSocketKey(p, hostID, door)
-			if subtle.ConstantTimeCompare([]byte(r.URL.Query().Get(vncSocketKeyParam)), []byte(want)) != 1 {
-				s.charge(w, r)
-				s.writeError(w, r, &app.Error{Kind: app.KindForbidden, Code: "vnc_socket_key",
-					Message: "this desktop connection lacks its key: open the desktop again with ?token=<your token>"})
+			if err := s.svc.CheckVNCSocketKey(p, hostID, door, r.URL.Query().Get(vncSocketKeyParam)); err != nil {
+				if s.charge(w, r) { // over budget, charge has answered 429
+					s.writeError(w, r, err)
+				}
 				return
 			}
 		}
@@ -155,14 +153,13 @@ func (s *Server) vnc(door app.VNCDoor) httprouter.Handle {
 			s.writeError(w, r, err)
 			return
 		}
-		now := s.svc.Now()
-		if via == viaQuery || (via == viaCookie && exp.Sub(now) < app.VNCTicketTTL/2) {
+		if via == viaQuery || (via == viaCookie && s.svc.VNCTicketDue(exp)) {
 			t, err := s.svc.IssueVNCTicket(r.Context(), p, hostID, door)
 			if err != nil {
 				s.writeError(w, r, err)
 				return
 			}
-			s.setVNCCookie(w, r, prefix, t, now)
+			s.setVNCCookie(w, r, prefix, t, s.svc.Now())
 		}
 
 		upPath, ok := strings.CutPrefix(r.URL.EscapedPath(), prefix)
@@ -250,26 +247,12 @@ func (s *Server) watchVNC(ctx context.Context, cancel context.CancelFunc, r *htt
 // vncAuthenticate finds the caller of a VNC request: a bearer header, a token query
 // parameter or the ticket cookie. exp is the ticket's expiry when via is viaCookie.
 func (s *Server) vncAuthenticate(r *http.Request, hostID string, door app.VNCDoor) (p app.Principal, via authVia, exp time.Time, err error) {
-	ip := clientIP(r)
-	ctx := r.Context()
-	bearer := func(cred, where string) (app.Principal, error) {
-		p, err := s.svc.Authenticate(ctx, ip, cred)
-		if err != nil && app.AsError(err).Kind == app.KindUnauthenticated {
-			method := "jwt"
-			if strings.HasPrefix(cred, app.TokenPrefix) {
-				method = "token"
-			}
-			s.svc.RecordAuthFailure(ctx, ip, method, "rejected "+where+" on "+r.Method+" "+r.URL.Path)
-		}
-		return p, err
-	}
-	if authz := r.Header.Get("Authorization"); authz != "" {
-		scheme, cred, found := strings.Cut(authz, " ")
-		cred = strings.TrimSpace(cred)
-		if !found || !strings.EqualFold(scheme, "Bearer") || cred == "" {
+	if r.Header.Get("Authorization") != "" {
+		cred := bearerCredential(r)
+		if cred == "" {
 			return p, viaBearer, exp, vncUnauthenticated()
 		}
-		p, err = bearer(cred, "bearer credential")
+		p, err = s.authenticate(r, cred, "bearer credential")
 		return p, viaBearer, exp, err
 	}
 	if q := r.URL.Query(); q.Has(vncTokenParam) {
@@ -277,7 +260,7 @@ func (s *Server) vncAuthenticate(r *http.Request, hostID string, door app.VNCDoo
 		if cred == "" {
 			return p, viaQuery, exp, vncUnauthenticated()
 		}
-		p, err = bearer(cred, "token parameter")
+		p, err = s.authenticate(r, cred, "token parameter")
 		return p, viaQuery, exp, err
 	}
 	var seen bool
@@ -286,7 +269,7 @@ func (s *Server) vncAuthenticate(r *http.Request, hostID string, door app.VNCDoo
 			continue
 		}
 		seen = true
-		p, exp, err = s.svc.AuthenticateVNCTicket(ctx, ip, c.Value, hostID, door)
+		p, exp, err = s.svc.AuthenticateVNCTicket(r.Context(), clientIP(r), c.Value, hostID, door)
 		if err == nil {
 			return p, viaCookie, exp, nil
 		}
@@ -404,8 +387,8 @@ func (s *Server) vncProxyError(w http.ResponseWriter, r *http.Request, err error
 	up, _ := r.Context().Value(vncCtxKey{}).(vncUpstream)
 	if errors.Is(err, os.ErrPermission) {
 		s.log.Error("vnc proxy cannot enter the container's network namespace (needs root on the engine host)", "host", up.target.HostID, "err", err)
-		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: errorDetail{Code: "vnc_unavailable",
-			Message: "the browser desktop proxy cannot reach containers on this server"}})
+		s.writeError(w, r, &app.Error{Kind: app.KindUnavailable, Code: "vnc_unavailable",
+			Message: "the browser desktop proxy cannot reach containers on this server"})
 		return
 	}
 	s.log.Debug("vnc proxy upstream failed", "host", up.target.HostID, "path", up.path, "err", err)

@@ -253,6 +253,25 @@ func (n *fakeNetns) lastDial(t *testing.T) (int, string) {
 	return n.pids[len(n.pids)-1], n.addr[len(n.addr)-1]
 }
 
+// vncFake is an env whose engine and desktop are fakes (newFakeRuntime, fakeNetns).
+func vncFake(t *testing.T, opts ...envOption) (*env, *testenv.Runtime, *fakeNetns) {
+	t.Helper()
+	rt := newFakeRuntime()
+	ns := &fakeNetns{desk: newFakeDesktop(t)}
+	e := newEnv(t, append([]envOption{withRuntime(rt), withVNCDial(ns.dial)}, opts...)...)
+	return e, rt, ns
+}
+
+// aliceDesktop adds the user alice with an idle host: her id and token, the host, and its
+// desktop's prefix on the user door.
+func (e *env) aliceDesktop() (aliceID, alice, hostA, prefix string) {
+	e.t.Helper()
+	aliceID, alice = e.user("alice", "user")
+	hostA = e.host(aliceID)
+	e.waitIdle(hostA)
+	return aliceID, alice, hostA, "/v1/user/hosts/" + hostA + "/vnc"
+}
+
 func withVNCDial(d api.VNCDialer) envOption {
 	return func(_ *app.Config, _ *app.Deps, c *api.Config) { c.VNCDial = d }
 }
@@ -308,10 +327,7 @@ func wantErr(t *testing.T, r resp, status int, code string) {
 // the ticket cookie, the websocket, error mapping) against a fake engine and desktop, so it
 // runs anywhere.
 func TestVNCProxyFake(t *testing.T) {
-	rt := newFakeRuntime()
-	ns := &fakeNetns{}
-	ns.desk = newFakeDesktop(t)
-	e := newEnv(t, withRuntime(rt), withVNCDial(ns.dial))
+	e, rt, ns := vncFake(t)
 	aliceID, alice := e.user("alice", "user")
 	bobID, bob := e.user("bob", "user")
 	_, viewer := e.user("vera", "viewer")
@@ -555,14 +571,8 @@ func inspectFake(t *testing.T, rt *testenv.Runtime, id string) app.RuntimeHost {
 // TestVNCRateLimit checks that a desktop page's many files and its websocket do not eat the
 // API budget, while opening it with a credential and failed authentications do.
 func TestVNCRateLimit(t *testing.T) {
-	rt := newFakeRuntime()
-	ns := &fakeNetns{}
-	ns.desk = newFakeDesktop(t)
-	e := newEnv(t, withRuntime(rt), withVNCDial(ns.dial), withRateLimit(60))
-	aliceID, alice := e.user("alice", "user")
-	hostA := e.host(aliceID)
-	e.waitIdle(hostA)
-	prefix := "/v1/user/hosts/" + hostA + "/vnc"
+	e, _, _ := vncFake(t, withRateLimit(60))
+	_, alice, _, prefix := e.aliceDesktop()
 	c := vncCookie(t, e.vncGet(prefix+"/vnc.html?token="+alice, nil))
 	for i := 0; i < 100; i++ {
 		if r := e.vncGet(fmt.Sprintf("%s/core/file%d.js", prefix, i), cookieHdr(c)); r.Status != 200 {
@@ -593,14 +603,8 @@ func TestVNCRateLimit(t *testing.T) {
 // it is checked, so a client over its budget cannot make the server verify (and audit as
 // auth.failure) one credential after another.
 func TestVNCRateLimitBeforeAuthentication(t *testing.T) {
-	rt := newFakeRuntime()
-	ns := &fakeNetns{}
-	ns.desk = newFakeDesktop(t)
-	e := newEnv(t, withRuntime(rt), withVNCDial(ns.dial), withRateLimit(60))
-	aliceID, _ := e.user("alice", "user")
-	hostA := e.host(aliceID)
-	e.waitIdle(hostA)
-	prefix := "/v1/user/hosts/" + hostA + "/vnc"
+	e, _, _ := vncFake(t, withRateLimit(60))
+	_, _, _, prefix := e.aliceDesktop()
 	limited := 0
 	for i := 0; i < 150; i++ {
 		var r resp
@@ -636,14 +640,8 @@ func TestVNCRateLimitBeforeAuthentication(t *testing.T) {
 // TestVNCRefusesServiceWorkers: a page served from a container runs on the control plane's
 // origin, so it must not install a service worker there (one would see later ?token= opens).
 func TestVNCRefusesServiceWorkers(t *testing.T) {
-	rt := newFakeRuntime()
-	ns := &fakeNetns{}
-	ns.desk = newFakeDesktop(t)
-	e := newEnv(t, withRuntime(rt), withVNCDial(ns.dial))
-	aliceID, alice := e.user("alice", "user")
-	hostA := e.host(aliceID)
-	e.waitIdle(hostA)
-	prefix := "/v1/user/hosts/" + hostA + "/vnc"
+	e, _, ns := vncFake(t)
+	_, alice, _, prefix := e.aliceDesktop()
 	before := ns.desk.count()
 	h := bearerHdr(alice)
 	h.Set("Service-Worker", "script")
@@ -814,17 +812,12 @@ func TestVNCOnRealEngine(t *testing.T) {
 // An open desktop websocket ends soon after its credential stops working (logout) or the
 // caller loses the host; until then it stays open.
 func TestVNCOpenWebsocketEndsOnLogout(t *testing.T) {
-	rt := newFakeRuntime()
-	ns := &fakeNetns{}
-	ns.desk = newFakeDesktop(t)
-	e := newEnv(t, withRuntime(rt), withVNCDial(ns.dial), func(_ *app.Config, _ *app.Deps, c *api.Config) {
+	e, _, _ := vncFake(t, func(_ *app.Config, _ *app.Deps, c *api.Config) {
 		c.VNCRecheckInterval = 20 * time.Millisecond
 	})
-	aliceID, _ := e.user("alice", "user")
-	hostA := e.host(aliceID)
-	e.waitIdle(hostA)
+	_, _, _, prefix := e.aliceDesktop()
 	sess := e.login("alice", "password-alice")
-	ws, res := wsDial(t, e.srv.URL+"/v1/user/hosts/"+hostA+"/vnc/websockify", bearerHdr(sess))
+	ws, res := wsDial(t, e.srv.URL+prefix+"/websockify", bearerHdr(sess))
 	if ws == nil {
 		t.Fatalf("upgrade refused: %d", res.StatusCode)
 	}

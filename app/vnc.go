@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"fmt"
 	"net"
@@ -166,6 +167,23 @@ func (s *Service) VNCSocketKey(p Principal, hostID string, door VNCDoor) string 
 	m := hmac.New(sha256.New, s.vncKey())
 	fmt.Fprintf(m, "socket\x00%s\x00%s\x00%s\x00%s\x00%s", p.UserID, hostID, door, p.Method, cred)
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:18])
+}
+
+// CheckVNCSocketKey refuses a desktop websocket carried by a ticket whose key is not
+// VNCSocketKey(p, hostID, door).
+func (s *Service) CheckVNCSocketKey(p Principal, hostID string, door VNCDoor, key string) error {
+	want := s.VNCSocketKey(p, hostID, door)
+	if subtle.ConstantTimeCompare([]byte(key), []byte(want)) != 1 {
+		return &Error{Kind: KindForbidden, Code: "vnc_socket_key",
+			Message: "this desktop connection lacks its key: open the desktop again with ?token=<your token>"}
+	}
+	return nil
+}
+
+// VNCTicketDue reports whether a ticket expiring at exp is due for renewal: past half its
+// life (VNCTicketTTL), a door issues a fresh one with the request it carried.
+func (s *Service) VNCTicketDue(exp time.Time) bool {
+	return exp.Sub(s.Now()) < VNCTicketTTL/2
 }
 
 // IssueVNCTicket issues a ticket for p's use of hostID's desktop through door (after the same
