@@ -738,7 +738,7 @@ func TestVNCOnRealEngine(t *testing.T) {
 			chromedp.ExecPath(chrome), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1400, 1000))
 		// The whole browser lives at most this long; single actions get no timeout of
 		// their own (a timeout on the first Run would stop the browser, see chromedp.Run).
-		limit, stop := context.WithTimeout(context.Background(), 3*time.Minute)
+		limit, stop := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer stop()
 		actx, cancel := chromedp.NewExecAllocator(limit, opts...)
 		defer cancel()
@@ -760,6 +760,7 @@ func TestVNCOnRealEngine(t *testing.T) {
 		}
 		var st state
 		deadline := time.Now().Add(180 * time.Second)
+		reloadAt := time.Now().Add(90 * time.Second)
 		for {
 			var err error
 			st, err = chromedp.Run(ctx, chromedp.Evaluate[state](`(() => {
@@ -773,6 +774,16 @@ func TestVNCOnRealEngine(t *testing.T) {
 			}
 			if time.Now().After(deadline) {
 				t.Fatalf("noVNC did not connect: %+v (err %v)", st, err)
+			}
+			if !reloadAt.IsZero() && time.Now().After(reloadAt) && st.URL == "" {
+				// Seen once on a saturated machine: the browser never rendered the first
+				// load at all (no document). Open the page once more, as a user would; a
+				// page that loads but does not connect is never retried.
+				t.Logf("chromium shows no page after 90 s (err %v): opening it again", err)
+				reloadAt = time.Time{}
+				if err := chromedp.Do(ctx, chromedp.Navigate(open)); err != nil {
+					t.Fatalf("chromium could not open the page again: %v", err)
+				}
 			}
 			time.Sleep(500 * time.Millisecond)
 		}
