@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"strings"
 	"time"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
@@ -101,9 +102,25 @@ func (m *Model) done(msg string) {
 
 // showOnce pushes a page holding a secret the service returns only once.
 func (m *Model) showOnce(title, what string, value []string) {
+	m.push(m.oncePage(title, what, value))
+}
+
+// showFileOnce is showOnce for a secret meant to be saved as a file (a private key): its
+// lines are shown verbatim, so what is copied from the terminal is the file. note follows.
+func (m *Model) showFileOnce(title, what, content string, note ...string) {
+	t := m.oncePage(title, what, nil)
+	t.verbatim = map[int]bool{}
+	for _, l := range strings.Split(strings.TrimRight(content, "\n"), "\n") {
+		t.verbatim[len(t.lines)] = true
+		t.lines = append(t.lines, l)
+	}
+	t.lines = append(t.lines, note...)
+	m.push(t)
+}
+
+func (m *Model) oncePage(title, what string, value []string) *textScreen {
 	lines := []string{m.st.title.Render(title), "", what, "It is shown only this once; copy it now.", ""}
-	lines = append(lines, value...)
-	m.push(&textScreen{name: title, lines: lines, done: "done"})
+	return &textScreen{name: title, lines: append(lines, value...), done: "done"}
 }
 
 func formError(field, msg string) error {

@@ -2,7 +2,6 @@ package tui
 
 import (
 	"sort"
-	"strings"
 
 	tea "github.com/charmbracelet/bubbletea"
 
@@ -61,9 +60,8 @@ func keysView() *viewSpec {
 					return nil
 				}
 				m.created(g.Key.ID, "generated key "+g.Key.Fingerprint)
-				lines := strings.Split(strings.TrimRight(g.PrivateKey, "\n"), "\n")
-				lines = append(lines, "", "Save it as ~/.ssh/ccp_ed25519 (chmod 600) and use ssh -i ~/.ssh/ccp_ed25519.")
-				m.showOnce("Private key", "The private key of "+g.Key.Fingerprint+":", lines)
+				m.showFileOnce("Private key", "The private key of "+g.Key.Fingerprint+":", g.PrivateKey,
+					"", "Save it as ~/.ssh/ccp_ed25519 (chmod 600) and use ssh -i ~/.ssh/ccp_ed25519.")
 				return nil
 			})
 		}},

@@ -315,11 +315,15 @@ func (d *detailScreen) handle(m *Model, k tea.KeyMsg) tea.Cmd {
 
 // textScreen shows fixed text: help, a secret shown once, a test result.
 type textScreen struct {
-	name   string
-	lines  []string
-	offset int
-	pageH  int
-	done   string // label of enter/esc
+	name  string
+	lines []string
+	// verbatim marks lines shown as they are: from the first column, unstyled, wrapped
+	// only where the terminal is narrower than they are. Text meant to be copied into a
+	// file (a private key) then pastes as the file it was.
+	verbatim map[int]bool
+	offset   int
+	pageH    int
+	done     string // label of enter/esc
 }
 
 func (t *textScreen) title(*Model) string { return t.name }
@@ -329,8 +333,14 @@ func (t *textScreen) live(*Model) bool    { return false }
 
 func (t *textScreen) body(m *Model, w, h int) []string {
 	var wrapped []string
-	for _, l := range t.lines {
-		wrapped = append(wrapped, strings.Split(ansi.Hardwrap(l, max(w-1, 10), true), "\n")...)
+	for i, l := range t.lines {
+		if t.verbatim[i] {
+			wrapped = append(wrapped, strings.Split(ansi.Hardwrap(l, max(w, 10), false), "\n")...)
+			continue
+		}
+		for _, part := range strings.Split(ansi.Hardwrap(l, max(w-1, 10), true), "\n") {
+			wrapped = append(wrapped, " "+part)
+		}
 	}
 	t.pageH = h
 	if t.offset > max(len(wrapped)-h, 0) {
@@ -338,7 +348,7 @@ func (t *textScreen) body(m *Model, w, h int) []string {
 	}
 	out := make([]string, 0, h)
 	for i := t.offset; i < len(wrapped) && len(out) < h; i++ {
-		out = append(out, " "+wrapped[i])
+		out = append(out, wrapped[i])
 	}
 	return out
 }
