@@ -31,6 +31,22 @@ const (
 // TokenExpiryPresets lists the accepted expires_in_days values.
 func TokenExpiryPresets() []int { return []int{7, 30, 60, 90} }
 
+// TokenDefaultExpiryDays is the lifetime of a token created without an expiry (never more
+// than TokenMaxLifetime).
+const TokenDefaultExpiryDays = 30
+
+// TokenExpiryChoices are the expiries a new token may be given on this server: the
+// TokenExpiryPresets within TokenMaxLifetime, and whether "never" is allowed.
+func (s *Service) TokenExpiryChoices() (days []int, never bool) {
+	limit := s.cfg.TokenMaxLifetime
+	for _, d := range TokenExpiryPresets() {
+		if limit <= 0 || time.Duration(d)*24*time.Hour <= limit {
+			days = append(days, d)
+		}
+	}
+	return days, limit <= 0
+}
+
 func base62Fixed(v uint32, n int) string {
 	b := make([]byte, n)
 	for i := n - 1; i >= 0; i-- {
@@ -233,7 +249,7 @@ func (s *Service) CreateToken(ctx context.Context, p Principal, in TokenInput) (
 		return CreatedToken{}, err
 	}
 	if !set {
-		t := s.Now().Truncate(24*time.Hour).AddDate(0, 0, 30)
+		t := s.Now().Truncate(24*time.Hour).AddDate(0, 0, TokenDefaultExpiryDays)
 		if max := s.cfg.TokenMaxLifetime; max > 0 && t.After(s.Now().Add(max)) {
 			// The default never exceeds the operator's maximum lifetime.
 			t = s.Now().Add(max).Truncate(24 * time.Hour)

@@ -36,11 +36,14 @@ type env struct {
 	admin app.Principal
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T, config ...func(*app.Config)) *env {
 	t.Helper()
 	te := testenv.NewService(t, testenv.WithRuntime(app.NoRuntime{}), testenv.WithConfig(func(c *app.Config) {
 		c.TokenHashKey, c.ReconcileInterval = []byte("token-hash-key-for-tests"), -1
 		c.PublicHost, c.SSHProxyPort = "ccp.example.net", 2222
+		for _, f := range config {
+			f(c)
+		}
 	}))
 	svc, clk := te.Service, te.Clock
 	e := &env{t: t, svc: svc, clk: clk, te: te, ctx: context.Background()}

@@ -142,6 +142,33 @@ func revokeToken(admin bool) func(m *Model, r row) *confirmation {
 	}
 }
 
+// defaultExpiry is the expiry choice that leaves it to the service (its default lifetime,
+// shortened to the server's maximum), offered when no preset is short enough.
+const defaultExpiry = "default"
+
+// tokenExpiryChoices are the token form's expiries, as the service allows them: its
+// default lifetime first, then the other presets within the server's maximum lifetime,
+// then "never" when tokens may live forever.
+func tokenExpiryChoices(m *Model) []string {
+	days, never := m.svc.TokenExpiryChoices()
+	var out []string
+	for _, d := range days {
+		c := strconv.Itoa(d) + " days"
+		if d == app.TokenDefaultExpiryDays {
+			out = append([]string{c}, out...)
+		} else {
+			out = append(out, c)
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, defaultExpiry)
+	}
+	if never {
+		out = append(out, "never")
+	}
+	return out
+}
+
 func createTokenForm(m *Model) *formScreen {
 	access := []string{"read-write", "read-only"}
 	if m.p.Role == app.RoleViewer {
@@ -150,14 +177,16 @@ func createTokenForm(m *Model) *formScreen {
 	f := m.newForm("Create access token",
 		m.text("name", "Name", "e.g. laptop-cli"),
 		m.pick("write", "Access", access...),
-		m.pick("expires_at", "Expires", "30 days", "7 days", "60 days", "90 days", "never"))
+		m.pick("expires_at", "Expires", tokenExpiryChoices(m)...))
 	f.submit = func(m *Model, f *formScreen) tea.Cmd {
 		name := f.get("name")
 		write := f.get("write") == "read-write"
 		in := app.TokenInput{Name: &name, Write: &write}
-		if exp := f.get("expires_at"); exp == "never" {
+		switch exp := f.get("expires_at"); exp {
+		case "never":
 			in.ExpiresAt = json.RawMessage(`"never"`)
-		} else {
+		case defaultExpiry: // the service's default lifetime
+		default:
 			d, _ := strconv.Atoi(strings.Fields(exp)[0])
 			in.ExpiresInDays = &d
 		}
