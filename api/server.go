@@ -25,7 +25,7 @@ type Config struct {
 	// RateLimitPerMinute is the per-client-IP budget of the /v1 API; 0 disables the limit.
 	RateLimitPerMinute int
 	// VNCDial dials the desktop inside a container's network namespace; nil is
-	// runtime.DialInNetns (tests substitute their own).
+	// app.Service.DialWorkspace (tests substitute their own).
 	VNCDial VNCDialer
 	// VNCRecheckInterval is how often an open desktop websocket's credential and the
 	// caller's right to the host are checked again (a logout, revocation, disabled account
@@ -244,7 +244,7 @@ func bearerCredential(r *http.Request) string {
 // as an auth failure; where names what carried it ("bearer credential").
 func (s *Server) authenticate(r *http.Request, cred, where string) (app.Principal, error) {
 	ip := clientIP(r)
-	p, err := s.svc.Authenticate(r.Context(), ip, cred)
+	p, err := s.svc.AuthenticateRequest(r.Context(), ip, r.Method+" "+r.URL.Path, cred)
 	if err != nil && app.AsError(err).Kind == app.KindUnauthenticated {
 		method := "jwt"
 		if strings.HasPrefix(cred, app.TokenPrefix) {

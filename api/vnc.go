@@ -17,7 +17,6 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
-	"github.com/cloud-cli-proxy/cloud-cli-proxy/runtime"
 )
 
 // The browser desktop proxy.
@@ -207,9 +206,19 @@ func (s *Server) vnc(door app.VNCDoor) httprouter.Handle {
 			// The websocket is one request that lives as long as the desktop is open: check
 			// again, now and then, that its credential still holds and the host may still be
 			// used; when not, cancelling the request closes both ends.
+			// It is also a session app keeps: the end of the right it stands on (a revoked
+			// token, a changed password, a disabled account, a deleted host, a kill) closes
+			// it at once.
 			var cancel context.CancelFunc
 			ctx, cancel = context.WithCancel(ctx)
 			defer cancel()
+			lease, err := s.svc.TrackSession(p, app.SessionVNC, hostID, "", "browser desktop ("+string(door)+" door)",
+				func(string) { cancel() })
+			if err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+			defer lease.Close()
 			go s.watchVNC(ctx, cancel, r, hostID, door)
 		}
 		s.vncProxy().ServeHTTP(w, r.WithContext(ctx))
@@ -325,7 +334,7 @@ func (s *Server) vncProxy() *httputil.ReverseProxy {
 	s.vncOnce.Do(func() {
 		dial := s.cfg.VNCDial
 		if dial == nil {
-			dial = runtime.DialInNetns
+			dial = s.svc.DialWorkspace
 		}
 		tr := &http.Transport{
 			Proxy: nil,

@@ -400,6 +400,9 @@ func (s *Service) hostAction(ctx context.Context, p Principal, hostID, kind stri
 	if err != nil {
 		return HostActionResult{}, err
 	}
+	if kind == TaskHostDelete {
+		s.endSessions(ctx, p, hostSessions(hostID), EndHostDeleted)
+	}
 	s.enqueue(res.Task.ID)
 	res.Task.Options = nil // never echo option values (they may hold hashes)
 	return res, nil

@@ -6,8 +6,15 @@ import (
 	"crypto/rand"
 	"encoding/pem"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/ssh"
+)
+
+// Longest SSH key name and public key line, in characters.
+const (
+	maxKeyName   = 100
+	maxPublicKey = 16384
 )
 
 // AddKeyInput is the body of an SSH key addition.
@@ -28,8 +35,8 @@ func ParsePublicKey(line string) (ssh.PublicKey, string, error) {
 	if line == "" {
 		return nil, "", invalid("public_key", "public_key is required")
 	}
-	if len(line) > 16384 {
-		return nil, "", invalid("public_key", "public_key is too long")
+	if utf8.RuneCountInString(line) > maxPublicKey {
+		return nil, "", invalid("public_key", "public_key must be at most %d characters", maxPublicKey)
 	}
 	pk, comment, _, rest, err := ssh.ParseAuthorizedKey([]byte(line))
 	if err != nil || len(strings.TrimSpace(string(rest))) > 0 {
@@ -95,11 +102,13 @@ func (s *Service) AddSSHKey(ctx context.Context, p Principal, userID string, in 
 		return SSHKey{}, err
 	}
 	name := strings.TrimSpace(in.Name)
-	if name == "" {
-		name = comment
+	if err := validateText("name", name, 0, maxKeyName); err != nil {
+		return SSHKey{}, err
 	}
-	if len(name) > 100 {
-		return SSHKey{}, invalid("name", "name must be at most 100 characters")
+	if name == "" {
+		// The key's comment names it; a comment is no reason to refuse a key, so it is
+		// made to fit instead.
+		name = sanitizeText(comment, maxKeyName)
 	}
 	source := "admin"
 	if p.UserID == userID {
@@ -156,7 +165,8 @@ func (s *Service) DeleteSSHKey(ctx context.Context, p Principal, userID, keyID s
 	if err := s.keyOwnerAction(ctx, p, userID, "ssh_key.delete"); err != nil {
 		return err
 	}
-	return s.store.Update(ctx, func(tx Tx) error {
+	var fp string
+	err := s.store.Update(ctx, func(tx Tx) error {
 		k, err := tx.GetSSHKey(keyID)
 		if err != nil {
 			return err
@@ -167,10 +177,15 @@ func (s *Service) DeleteSSHKey(ctx context.Context, p Principal, userID, keyID s
 		if err := tx.DeleteSSHKey(keyID); err != nil {
 			return err
 		}
+		fp = k.Fingerprint
 		e := s.event(p, "ssh_key.delete", ResultSuccess)
 		e.TargetType, e.TargetID, e.UserID, e.Message = "ssh_key", k.ID, userID, k.Fingerprint
 		return tx.AddEvent(&e)
 	})
+	if err == nil {
+		s.endSessions(ctx, p, keySessions(userID, fp), EndKeyDeleted)
+	}
+	return err
 }
 
 // The Admin* variants serve the administrator routes: they always require the admin role

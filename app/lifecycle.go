@@ -95,6 +95,7 @@ func (s *Service) execute(ctx context.Context, r *taskRun) error {
 			})
 		})
 	case TaskHostRotateSSH:
+		defer s.endSessions(ctx, systemPrincipal(), hostPasswordSessions(t.HostID), EndHostPassword)
 		return r.step(ctx, "store new SSH password", func() error {
 			return s.store.Update(ctx, func(tx Tx) error {
 				h, err := tx.GetHost(t.HostID)
@@ -186,12 +187,10 @@ func (s *Service) startContainer(ctx context.Context, r *taskRun, h Host) error 
 	if err != nil {
 		return err
 	}
-	if rd, ok := s.runtime.(execReadier); ok {
-		if err := r.step(ctx, "wait until the workspace answers", func() error {
-			return rd.WaitExecReady(ctx, h.ID)
-		}); err != nil {
-			return err
-		}
+	if err := r.step(ctx, "wait until the workspace answers", func() error {
+		return s.runtime.WaitExecReady(ctx, h.ID)
+	}); err != nil {
+		return err
 	}
 	if _, ok := s.attacher(); ok {
 		if _, bound, err := s.boundEgress(ctx, h.ID); err != nil {
@@ -238,12 +237,6 @@ func (s *Service) verifyEgressStep(ctx context.Context, r *taskRun, hc HostCheck
 		s.log.Warn("egress check after start", "host", h.ID, "err", err)
 	}
 	return nil
-}
-
-// execReadier is implemented by runtimes that can tell when a started container accepts
-// commands.
-type execReadier interface {
-	WaitExecReady(ctx context.Context, hostID string) error
 }
 
 func isRuntimeCode(err error, code string) bool {

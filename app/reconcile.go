@@ -225,6 +225,9 @@ func (s *Service) ExpireUsers(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, id := range expired {
+		s.endSessions(ctx, systemPrincipal(), sessionsOfUser(id), EndUserExpired)
+	}
 	for _, h := range stops {
 		if err := s.expireStop(ctx, h); err != nil {
 			s.log.Warn("stopping an expired user's host", "host", h.ID, "err", err)

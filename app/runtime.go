@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"time"
 )
 
@@ -29,6 +31,50 @@ type Runtime interface {
 	List(ctx context.Context) ([]RuntimeHost, error)
 	// Events streams container state changes of this product's containers until ctx ends.
 	Events(ctx context.Context) (<-chan RuntimeEvent, <-chan error)
+	// WaitExecReady waits until a started host's container accepts commands.
+	WaitExecReady(ctx context.Context, hostID string) error
+	// Attach starts an interactive process in the host's running container, as the
+	// workspace user (never root). The process is not tied to ctx once started.
+	Attach(ctx context.Context, hostID string, opts AttachOptions) (Process, error)
+	// DialNetns dials addr from inside the network namespace of process pid (a container's
+	// init), so a container's own loopback can be reached.
+	DialNetns(ctx context.Context, pid int, network, addr string) (net.Conn, error)
+}
+
+// WorkspaceHome is the home of the workspace user (uid 1000) in every managed image.
+const WorkspaceHome = "/home/workspace"
+
+// AttachOptions describe an interactive process started in a host's container by Attach.
+type AttachOptions struct {
+	// Cmd is the command and its arguments (required), e.g. ["bash", "-l"].
+	Cmd []string
+	// TTY allocates a pseudo-terminal: the process's stdout and stderr are then one stream
+	// and Width/Height set its initial size.
+	TTY bool
+	// Env is added to the container's environment ("KEY=value").
+	Env []string
+	// Width and Height are the initial terminal size in columns and rows (TTY only).
+	Width, Height uint
+	// WorkingDir is the process's working directory (empty: the container's).
+	WorkingDir string
+}
+
+// Process is a process started by Runtime.Attach. Read its stdout and stderr concurrently
+// until both end, then Wait for the exit code, and Close in every case.
+type Process interface {
+	// Streams are the process's stdin (Close sends EOF), stdout (with a TTY, the terminal)
+	// and stderr (always empty with a TTY).
+	Streams() (stdin io.WriteCloser, stdout, stderr io.Reader)
+	// Resize sets the terminal size of a TTY process.
+	Resize(w, h uint) error
+	// Signal delivers a signal (a name without SIG) to the process's group.
+	Signal(ctx context.Context, sig string) error
+	// Wait returns the exit code once the process has exited.
+	Wait(ctx context.Context) (int, error)
+	// Running reports whether the process still runs.
+	Running(ctx context.Context) (bool, error)
+	// Close drops the streams; it does not stop the process.
+	Close() error
 }
 
 // HostSpec describes the container of one host.

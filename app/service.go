@@ -56,6 +56,13 @@ type Config struct {
 	// checks of healthy hosts (an unavailable host is still checked again every
 	// HostRecheckInterval, or every EgressRecheckInterval when that is shorter).
 	EgressRecheckInterval time.Duration
+	// TokenUseFlushInterval is how often the access-token usage counted in memory (per token
+	// and minute) is written, in one transaction; 0 means TokenUseFlushInterval (5s);
+	// negative writes it only on FlushTokenUse and when Start's context ends.
+	TokenUseFlushInterval time.Duration
+	// MaxSessionsPerUser caps a user's concurrent workspace sessions (shells, commands,
+	// sftp) over every door and connection (SSH_MAX_SESSIONS_PER_USER); 0: no limit.
+	MaxSessionsPerUser int
 }
 
 // Deps are the parts the service stands on.
@@ -87,6 +94,8 @@ type Service struct {
 	running map[string]bool // task ids being executed by this process
 
 	hostList hostListCache // the full host listing, for ListHostsVersioned
+
+	sessions *sessionRegistry // open sessions of every door
 
 	bgCtx    context.Context // set by Start: background work ends with it (guarded by mu)
 	checks   sync.WaitGroup  // background egress checks
@@ -161,6 +170,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 		tokenUse:  newTokenUseTracker(),
 		reconcile: newReconcileState(),
 		running:   map[string]bool{},
+		sessions:  newSessionRegistry(),
 		checkSem:  make(chan struct{}, hostCheckConcurrency),
 	}, nil
 }
@@ -185,7 +195,26 @@ type Principal struct {
 	// TokenWrite is false for a read-only access token.
 	TokenWrite bool
 	SourceIP   string
+	// KeyFP is the SHA256 fingerprint of the SSH key that signed in (ssh_key).
+	KeyFP string
+	// Cred is a digest of the secret a password sign-in checked (ssh_password,
+	// ssh_host_password): LoginAllowed sees from it whether that secret changed since.
+	Cred string
+	// CredHost is the host whose SSH password signed in (ssh_host_password).
+	CredHost string
 }
+
+// Authentication methods (Principal.Method).
+const (
+	MethodPassword        = "password"          // REST login or bootstrap with the account password
+	MethodJWT             = "jwt"               // a JWT issued by a login
+	MethodToken           = "token"             // an access token
+	MethodSSHPassword     = "ssh_password"      // an SSH door with the account password
+	MethodSSHHostPassword = "ssh_host_password" // the gateway with a host's SSH password
+	MethodSSHKey          = "ssh_key"           // an SSH door with a registered key
+	MethodSystem          = "system"            // the server's own work
+	MethodAnonymous       = "anonymous"         // not signed in
+)
 
 // systemPrincipal is the principal of the server's own background work.
 func systemPrincipal() Principal {
@@ -222,6 +251,11 @@ func (s *Service) requireAdminRead(p Principal) error {
 		return err
 	}
 	if p.Role != RoleAdmin && p.Role != RoleViewer {
+		if p.Method == "token" {
+			// Every request made with an access token is audited; a refused one is an
+			// event of its own, apart from the aggregated usage.
+			s.denied(context.Background(), p, "admin.access", "administrator role required")
+		}
 		return forbidden("administrator role required")
 	}
 	return nil

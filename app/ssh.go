@@ -27,6 +27,7 @@ func (s *Service) SSHPasswordLogin(ctx context.Context, ip, login, password stri
 		return Principal{}, &Error{Kind: KindRateLimited, Code: "too_many_attempts", Message: "too many failed logins; try again later", RetryAfter: wait}
 	}
 	var u User
+	var host Host
 	var hostOK bool
 	err := s.store.View(ctx, func(tx Tx) error {
 		var err error
@@ -36,18 +37,19 @@ func (s *Service) SSHPasswordLogin(ctx context.Context, ip, login, password stri
 		}
 		if gateway {
 			if h, err := s.pickHost(tx, u.ID, shortID); err == nil {
+				host = h
 				hostOK = h.SSHPasswordHash != "" && bcrypt.CompareHashAndPassword([]byte(h.SSHPasswordHash), []byte(password)) == nil
 			}
 		}
 		return nil
 	})
-	method := "ssh_password"
+	method := MethodSSHPassword
 	ok := false
 	switch {
 	case err != nil:
 		_ = bcrypt.CompareHashAndPassword(s.dummyHash, []byte(password))
 	case hostOK:
-		ok, method = true, "ssh_host_password"
+		ok, method = true, MethodSSHHostPassword
 	default:
 		ok = bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(password)) == nil
 	}
@@ -57,7 +59,11 @@ func (s *Service) SSHPasswordLogin(ctx context.Context, ip, login, password stri
 		return Principal{}, errUnauthenticated()
 	}
 	s.throttle.succeed("sshuser:" + username)
-	return s.sshSuccess(ctx, u, method, "", ip), nil
+	p := Principal{UserID: u.ID, Username: u.Username, Role: u.Role, Method: method, SourceIP: ip, Cred: credDigest(u.PasswordHash)}
+	if method == MethodSSHHostPassword {
+		p.Cred, p.CredHost = credDigest(host.SSHPasswordHash), host.ID
+	}
+	return s.sshSuccess(ctx, p, ""), nil
 }
 
 // SSHKeyLogin checks that key is one of the user's SSH keys (admin-managed or their own).
@@ -89,13 +95,13 @@ func (s *Service) SSHKeyLogin(ctx context.Context, ip, login string, key ssh.Pub
 		s.throttle.fail(now, "sship:"+ip)
 		return Principal{}, errUnauthenticated()
 	}
-	return s.sshSuccess(ctx, u, "ssh_key", fp, ip), nil
+	p := Principal{UserID: u.ID, Username: u.Username, Role: u.Role, Method: MethodSSHKey, SourceIP: ip, KeyFP: fp}
+	return s.sshSuccess(ctx, p, fp), nil
 }
 
-func (s *Service) sshSuccess(ctx context.Context, u User, method, fp, ip string) Principal {
-	p := Principal{UserID: u.ID, Username: u.Username, Role: u.Role, Method: method, SourceIP: ip}
+func (s *Service) sshSuccess(ctx context.Context, p Principal, fp string) Principal {
 	e := s.event(p, "auth.ssh_login", ResultSuccess)
-	e.UserID, e.Message = u.ID, method+" "+fp
+	e.UserID, e.Message = p.UserID, p.Method+" "+fp
 	s.record(ctx, e)
 	return p
 }
@@ -106,16 +112,45 @@ func (s *Service) sshFailure(ctx context.Context, ip, username, userID, why stri
 	s.record(ctx, e)
 }
 
-// SSHRecheck confirms at session start that p's account may still log in (it may have been
-// disabled between authentication and the session) and refreshes its role.
-func (s *Service) SSHRecheck(ctx context.Context, p Principal) (Principal, error) {
+// LoginAllowed is the one rule for "may this sign-in still act", shared by every door that
+// keeps a sign-in open (the TUI door on each screen, the gateway on each new channel): the
+// account may log in (active, not expired), and the credential it signed in with still
+// stands: the SSH key is still the user's, the password or the host's SSH password has not
+// changed, the access token is not revoked. It refreshes the principal's role and name.
+func (s *Service) LoginAllowed(ctx context.Context, p Principal) (Principal, error) {
+	if p.UserID == "" {
+		return Principal{}, errUnauthenticated()
+	}
 	var u User
+	credOK := true
 	err := s.store.View(ctx, func(tx Tx) error {
 		var err error
 		u, err = tx.GetUser(p.UserID)
-		return err
+		if err != nil {
+			return err
+		}
+		switch p.Method {
+		case MethodSSHKey:
+			keys, err := tx.ListSSHKeys(u.ID)
+			if err != nil {
+				return err
+			}
+			credOK = false
+			for _, k := range keys {
+				credOK = credOK || (p.KeyFP != "" && k.Fingerprint == p.KeyFP)
+			}
+		case MethodSSHPassword:
+			credOK = p.Cred != "" && p.Cred == credDigest(u.PasswordHash)
+		case MethodSSHHostPassword:
+			h, err := tx.GetHost(p.CredHost)
+			credOK = err == nil && h.UserID == u.ID && p.Cred != "" && p.Cred == credDigest(h.SSHPasswordHash)
+		case MethodToken:
+			t, err := tx.GetToken(p.TokenID)
+			credOK = err == nil && t.UserID == u.ID && (t.ExpiresAt == nil || s.Now().Before(*t.ExpiresAt))
+		}
+		return nil
 	})
-	if err != nil || !s.userMayLogin(u) {
+	if err != nil || !credOK || !s.userMayLogin(u) {
 		return Principal{}, errUnauthenticated()
 	}
 	p.Role, p.Username = u.Role, u.Username
@@ -141,26 +176,6 @@ func (s *Service) pickHost(tx Tx, userID, shortID string) (Host, error) {
 	}
 	sort.Slice(hs, func(i, j int) bool { return hs[i].CreatedAt.Before(hs[j].CreatedAt) })
 	return hs[0], nil
-}
-
-// GatewayHost resolves the host a gateway login asks for.
-func (s *Service) GatewayHost(ctx context.Context, p Principal, login string) (Host, error) {
-	if err := s.requireAuth(p); err != nil {
-		return Host{}, err
-	}
-	_, shortID := ParseSSHLogin(login)
-	var h Host
-	err := s.store.View(ctx, func(tx Tx) error {
-		var err error
-		h, err = s.pickHost(tx, p.UserID, shortID)
-		return err
-	})
-	if err != nil {
-		e := s.event(p, "gateway.host", ResultDenied)
-		e.UserID, e.Message = p.UserID, "no such host: "+truncate(login, 80)
-		s.record(ctx, e)
-	}
-	return h, err
 }
 
 // EnsureHostRunning makes sure the caller's host runs, starting it (as a task) when it is
@@ -222,6 +237,3 @@ func (s *Service) AuditGateway(ctx context.Context, p Principal, hostID, action,
 	e.UserID, e.HostID, e.TargetType, e.TargetID, e.Message = p.UserID, hostID, "host", hostID, truncate(detail, 200)
 	s.record(ctx, e)
 }
-
-// Runtime returns the engine the service drives (the SSH gateway bridges sessions through it).
-func (s *Service) Runtime() Runtime { return s.runtime }

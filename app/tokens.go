@@ -11,7 +11,6 @@ import (
 	"hash/crc32"
 	"math/big"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -24,8 +23,6 @@ const (
 	tokenCheckLen  = 6
 	tokenLen       = len(TokenPrefix) + tokenRandomLen + tokenCheckLen
 	base62         = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-	// TokenExpiryPresets are the day counts offered for expires_in_days.
-	tokenUseInterval = time.Minute
 )
 
 // TokenExpiryPresets lists the accepted expires_in_days values.
@@ -116,6 +113,7 @@ type TokenView struct {
 }
 
 func (s *Service) viewToken(t AccessToken) TokenView {
+	t.LastUsedAt, t.LastUsedIP = s.tokenUse.lastUsed(t.ID, t.LastUsedAt, t.LastUsedIP)
 	return TokenView{ID: t.ID, UserID: t.UserID, Name: t.Name, Hint: t.Hint, Write: t.Write, Active: t.Active,
 		Expired: t.ExpiresAt != nil && !s.Now().Before(*t.ExpiresAt), ExpiresAt: t.ExpiresAt,
 		CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt, LastUsedAt: t.LastUsedAt, LastUsedIP: t.LastUsedIP}
@@ -137,11 +135,12 @@ type TokenInput struct {
 	Active        *bool           `json:"active"`
 }
 
-// expiry resolves the input's expiry. set is false when the input says nothing about it.
-func (s *Service) tokenExpiry(in TokenInput) (at *time.Time, set bool, err error) {
+// tokenExpiry resolves the input's expiry. set is false when the input says nothing about
+// it. field is what the client calls expires_at (errors name it).
+func (s *Service) tokenExpiry(in TokenInput, field string) (at *time.Time, set bool, err error) {
 	today := s.Now().Truncate(24 * time.Hour)
 	if in.ExpiresInDays != nil && len(in.ExpiresAt) > 0 {
-		return nil, false, invalid("expires_at", "give expires_in_days or expires_at, not both")
+		return nil, false, invalid(field, "give expires_in_days or %s, not both", field)
 	}
 	if in.ExpiresInDays != nil {
 		ok := false
@@ -163,28 +162,30 @@ func (s *Service) tokenExpiry(in TokenInput) (at *time.Time, set bool, err error
 	}
 	var str string
 	if err := json.Unmarshal(in.ExpiresAt, &str); err != nil {
-		return nil, false, invalid("expires_at", `expires_at must be "YYYY-MM-DD", "never" or null`)
+		return nil, false, invalid(field, `%s must be "YYYY-MM-DD", "never" or null`, field)
 	}
 	if str == "never" {
 		return nil, true, nil
 	}
 	d, err := time.Parse(time.DateOnly, str)
 	if err != nil {
-		return nil, false, invalid("expires_at", `expires_at must be "YYYY-MM-DD", "never" or null`)
+		return nil, false, invalid(field, `%s must be "YYYY-MM-DD", "never" or null`, field)
 	}
 	if !d.After(s.Now()) {
-		return nil, false, invalid("expires_at", "expires_at must be a future date (tokens stop at 00:00 UTC of that day)")
+		return nil, false, invalid(field, "%s must be a future date (tokens stop at 00:00 UTC of that day)", field)
 	}
 	return &d, true, nil
 }
 
-func (s *Service) checkLifetime(p Principal, at *time.Time) error {
+// checkLifetime applies the server's maximum lifetime and the rule that a token cannot make
+// one that outlives it; field names the expiry as the client sent it.
+func (s *Service) checkLifetime(p Principal, at *time.Time, field string) error {
 	if s.cfg.TokenMaxLifetime > 0 {
 		if at == nil {
-			return invalid("expires_at", "tokens that never expire are not allowed on this server")
+			return invalid(field, "tokens that never expire are not allowed on this server")
 		}
 		if at.After(s.Now().Add(s.cfg.TokenMaxLifetime)) {
-			return invalid("expires_at", "expiry exceeds this server's maximum token lifetime of %d days", int(s.cfg.TokenMaxLifetime/(24*time.Hour)))
+			return invalid(field, "%s exceeds this server's maximum token lifetime of %d days", field, int(s.cfg.TokenMaxLifetime/(24*time.Hour)))
 		}
 	}
 	if p.Method == "token" && p.TokenID != "" {
@@ -207,20 +208,26 @@ func (s *Service) tokenExpiryOf(id string) *time.Time {
 	return at
 }
 
-func validateTokenName(name string) error {
-	if name == "" || len(name) > 64 {
-		return invalid("name", "name must be 1-64 characters")
-	}
-	for _, r := range name {
-		if r < 0x20 || r == 0x7f {
-			return invalid("name", "name must not contain control characters")
-		}
-	}
-	return nil
+func validateTokenName(name string) error { return validateText("name", name, 1, 64) }
+
+// tokenForm is how a door's body speaks of a token: what it calls the expiry (errors name
+// it) and whether a creation may ask for an inactive token.
+type tokenForm struct {
+	expiryField   string
+	inactiveNewOK bool
 }
+
+// nativeForm is the /v1/tokens body.
+var nativeForm = tokenForm{expiryField: "expires_at"}
 
 // CreateToken makes an access token for the caller and returns its value once.
 func (s *Service) CreateToken(ctx context.Context, p Principal, in TokenInput) (CreatedToken, error) {
+	return s.createToken(ctx, p, in, nativeForm)
+}
+
+// createToken makes a token in one transaction, inactive when the form allows it and the
+// input asks for it.
+func (s *Service) createToken(ctx context.Context, p Principal, in TokenInput, form tokenForm) (CreatedToken, error) {
 	if err := s.requireSelfWrite(ctx, p, "token.create"); err != nil {
 		return CreatedToken{}, err
 	}
@@ -231,7 +238,8 @@ func (s *Service) CreateToken(ctx context.Context, p Principal, in TokenInput) (
 	if err := validateTokenName(name); err != nil {
 		return CreatedToken{}, err
 	}
-	if in.Active != nil && !*in.Active {
+	active := in.Active == nil || *in.Active
+	if !active && !form.inactiveNewOK {
 		return CreatedToken{}, invalid("active", "a new token is active; deactivate it afterwards")
 	}
 	// A viewer can only read, so a viewer's token is read-only unless asked otherwise (the
@@ -244,7 +252,7 @@ func (s *Service) CreateToken(ctx context.Context, p Principal, in TokenInput) (
 	if p.Method == "token" && write && !p.TokenWrite {
 		return CreatedToken{}, &Error{Kind: KindForbidden, Code: "insufficient_scope", Message: "a read-only token cannot create a write token"}
 	}
-	at, set, err := s.tokenExpiry(in)
+	at, set, err := s.tokenExpiry(in, form.expiryField)
 	if err != nil {
 		return CreatedToken{}, err
 	}
@@ -256,13 +264,13 @@ func (s *Service) CreateToken(ctx context.Context, p Principal, in TokenInput) (
 		}
 		at = &t
 	}
-	if err := s.checkLifetime(p, at); err != nil {
+	if err := s.checkLifetime(p, at, form.expiryField); err != nil {
 		return CreatedToken{}, err
 	}
 	value := NewTokenValue()
 	now := s.Now()
 	t := AccessToken{ID: newID(), UserID: p.UserID, Name: name, Hash: s.hashToken(value),
-		Hint: "…" + value[len(value)-4:], Write: write, Active: true, ExpiresAt: at, CreatedAt: now, UpdatedAt: now}
+		Hint: "…" + value[len(value)-4:], Write: write, Active: active, ExpiresAt: at, CreatedAt: now, UpdatedAt: now}
 	err = s.store.Update(ctx, func(tx Tx) error {
 		if err := tx.PutToken(t); err != nil {
 			return err
@@ -345,15 +353,19 @@ func (s *Service) GetTokenByName(ctx context.Context, p Principal, name string) 
 // UpdateToken renames, (de)activates, changes the expiry of, or lowers the write permission
 // of one of the caller's tokens.
 func (s *Service) UpdateToken(ctx context.Context, p Principal, id string, in TokenInput) (TokenView, error) {
+	return s.updateToken(ctx, p, id, in, nativeForm)
+}
+
+func (s *Service) updateToken(ctx context.Context, p Principal, id string, in TokenInput, form tokenForm) (TokenView, error) {
 	if err := s.requireSelfWrite(ctx, p, "token.update"); err != nil {
 		return TokenView{}, err
 	}
-	at, set, err := s.tokenExpiry(in)
+	at, set, err := s.tokenExpiry(in, form.expiryField)
 	if err != nil {
 		return TokenView{}, err
 	}
 	if set {
-		if err := s.checkLifetime(p, at); err != nil {
+		if err := s.checkLifetime(p, at, form.expiryField); err != nil {
 			return TokenView{}, err
 		}
 	}
@@ -394,6 +406,9 @@ func (s *Service) UpdateToken(ctx context.Context, p Principal, id string, in To
 		out = s.viewToken(t)
 		return tx.AddEvent(&e)
 	})
+	if err == nil && in.Active != nil && !*in.Active {
+		s.endSessions(ctx, p, tokenSessions(id), EndTokenRevoked)
+	}
 	return out, err
 }
 
@@ -406,7 +421,7 @@ func (s *Service) RevokeToken(ctx context.Context, p Principal, id string, admin
 	} else if err := s.requireSelfWrite(ctx, p, "token.revoke"); err != nil {
 		return err
 	}
-	return s.store.Update(ctx, func(tx Tx) error {
+	err := s.store.Update(ctx, func(tx Tx) error {
 		t, err := tx.GetToken(id)
 		if err != nil {
 			return err
@@ -421,6 +436,10 @@ func (s *Service) RevokeToken(ctx context.Context, p Principal, id string, admin
 		e.TargetType, e.TargetID, e.UserID, e.Message = "token", t.ID, t.UserID, t.Name
 		return tx.AddEvent(&e)
 	})
+	if err == nil {
+		s.endSessions(ctx, p, tokenSessions(id), EndTokenRevoked)
+	}
+	return err
 }
 
 // RegenerateToken gives one of the caller's tokens a new value with the same settings; the
@@ -458,12 +477,16 @@ func (s *Service) RegenerateToken(ctx context.Context, p Principal, id string) (
 		out = CreatedToken{TokenView: s.viewToken(t), Token: value}
 		return tx.AddEvent(&e)
 	})
+	if err == nil {
+		s.endSessions(ctx, p, tokenSessions(id), EndTokenRevoked)
+	}
 	return out, err
 }
 
 // authenticateToken verifies an access token: a format check, one indexed lookup of its
-// HMAC and a constant-time compare.
-func (s *Service) authenticateToken(ctx context.Context, ip, value string) (Principal, error) {
+// HMAC and a constant-time compare. A use is counted in memory under route (usage audit);
+// nothing is written here.
+func (s *Service) authenticateToken(ctx context.Context, ip, route, value string) (Principal, error) {
 	if !WellFormedToken(value) {
 		return Principal{}, errUnauthenticated()
 	}
@@ -489,44 +512,8 @@ func (s *Service) authenticateToken(ctx context.Context, ip, value string) (Prin
 		(t.ExpiresAt != nil && !s.Now().Before(*t.ExpiresAt)) || !s.userMayLogin(u) {
 		return Principal{}, errUnauthenticated()
 	}
-	s.touchToken(ctx, t.ID, ip)
-	return Principal{UserID: u.ID, Username: u.Username, Role: u.Role, Method: "token", TokenID: t.ID,
-		TokenName: t.Name, TokenWrite: t.Write && u.Role != RoleViewer, SourceIP: ip}, nil
-}
-
-// tokenUseTracker limits last-used writes to one a minute per token.
-type tokenUseTracker struct {
-	mu   sync.Mutex
-	last map[string]time.Time
-}
-
-func newTokenUseTracker() *tokenUseTracker { return &tokenUseTracker{last: map[string]time.Time{}} }
-
-func (s *Service) touchToken(ctx context.Context, id, ip string) {
-	now := s.Now()
-	s.tokenUse.mu.Lock()
-	if last, ok := s.tokenUse.last[id]; ok && now.Sub(last) < tokenUseInterval {
-		s.tokenUse.mu.Unlock()
-		return
-	}
-	s.tokenUse.last[id] = now
-	if len(s.tokenUse.last) > 200000 {
-		for k, v := range s.tokenUse.last {
-			if now.Sub(v) >= tokenUseInterval {
-				delete(s.tokenUse.last, k)
-			}
-		}
-	}
-	s.tokenUse.mu.Unlock()
-	err := s.store.Update(context.WithoutCancel(ctx), func(tx Tx) error {
-		t, err := tx.GetToken(id)
-		if err != nil {
-			return nil // revoked meanwhile
-		}
-		t.LastUsedAt, t.LastUsedIP = &now, ip
-		return tx.PutToken(t)
-	})
-	if err != nil {
-		s.log.Warn("recording token use", "token", id, "err", err)
-	}
+	p := Principal{UserID: u.ID, Username: u.Username, Role: u.Role, Method: "token", TokenID: t.ID,
+		TokenName: t.Name, TokenWrite: t.Write && u.Role != RoleViewer, SourceIP: ip}
+	s.noteTokenUse(p, route)
+	return p, nil
 }

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"net"
 	"time"
 )
 
@@ -75,4 +76,17 @@ type NoTunnel struct{}
 // Test implements Tunnel.
 func (NoTunnel) Test(context.Context, EgressIP) (EgressTestResult, error) {
 	return EgressTestResult{}, unavailable("tunnel_unavailable", "egress tunnels are not available on this server yet")
+}
+
+// WaitExecReady implements Runtime.
+func (NoRuntime) WaitExecReady(context.Context, string) error { return errNoRuntime() }
+
+// Attach implements Runtime.
+func (NoRuntime) Attach(context.Context, string, AttachOptions) (Process, error) {
+	return nil, errNoRuntime()
+}
+
+// DialNetns implements Runtime.
+func (NoRuntime) DialNetns(context.Context, int, string, string) (net.Conn, error) {
+	return nil, errNoRuntime()
 }

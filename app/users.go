@@ -5,6 +5,7 @@ import (
 	"errors"
 	"regexp"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -45,7 +46,7 @@ func ValidateUsername(name string) error {
 
 // ValidatePassword checks a password's strength.
 func ValidatePassword(field, pw string) error {
-	if len(pw) < 8 {
+	if utf8.RuneCountInString(pw) < 8 {
 		return invalid(field, "%s must be at least 8 characters", field)
 	}
 	if len(pw) > 72 {
@@ -88,6 +89,9 @@ func (s *Service) CreateUser(ctx context.Context, p Principal, in CreateUserInpu
 	}
 	if err := in.Validate(); err != nil {
 		return UserView{}, err
+	}
+	if in.ExpiresAt != nil && !in.ExpiresAt.After(s.Now()) {
+		return UserView{}, invalid("expires_at", "expires_at must be in the future (omit it for an account that never expires)")
 	}
 	hash, err := s.hashPassword(in.Password)
 	if err != nil {
@@ -203,22 +207,35 @@ func (s *Service) PatchUser(ctx context.Context, p Principal, id string, in Patc
 		return UserView{}, conflict("self_lockout", "you cannot disable or demote your own account")
 	}
 	var u User
+	var disabled, roleChanged bool
 	err := s.store.Update(ctx, func(tx Tx) error {
 		var err error
+		disabled, roleChanged = false, false
 		u, err = tx.GetUser(id)
 		if err != nil {
 			return err
 		}
+		before := u
 		if in.Status != nil && *in.Status != u.Status {
 			u.Status = *in.Status
 			u.Version++
+			if u.Status == UserDisabled {
+				disabled = true
+				if err := s.revokeUserTokens(tx, p, u.ID, "account disabled"); err != nil {
+					return err
+				}
+			}
 		}
 		if in.Role != nil && *in.Role != u.Role {
 			u.Role = *in.Role
 			u.Version++
+			roleChanged = true
 		}
 		u.UpdatedAt = s.Now()
 		if err := tx.PutUser(u); err != nil {
+			return err
+		}
+		if err := s.keepAnAdmin(tx, before, &u); err != nil {
 			return err
 		}
 		e := s.event(p, "user.update", ResultSuccess)
@@ -226,6 +243,11 @@ func (s *Service) PatchUser(ctx context.Context, p Principal, id string, in Patc
 		e.Message = "status=" + u.Status + " role=" + u.Role
 		return tx.AddEvent(&e)
 	})
+	if err == nil && disabled {
+		s.endSessions(ctx, p, sessionsOfUser(u.ID), EndUserDisabled)
+	} else if err == nil && roleChanged {
+		s.endSessions(ctx, p, tuiSessionsOf(u.ID), EndRoleChanged)
+	}
 	return viewUser(u), err
 }
 
@@ -243,6 +265,9 @@ func (s *Service) DeleteUser(ctx context.Context, p Principal, id string) error 
 		purge = purge[:0]
 		u, err := tx.GetUser(id)
 		if err != nil {
+			return err
+		}
+		if err := s.keepAnAdmin(tx, u, nil); err != nil {
 			return err
 		}
 		hosts, err := tx.ListHostsByUser(id)
@@ -288,6 +313,7 @@ func (s *Service) DeleteUser(ctx context.Context, p Principal, id string) error 
 	if err != nil {
 		return err
 	}
+	s.endSessions(ctx, p, sessionsOfUser(id), EndUserDeleted)
 	s.enqueue(purge...)
 	return nil
 }
@@ -333,6 +359,9 @@ func (s *Service) RotatePassword(ctx context.Context, p Principal, id string) (R
 		if err := tx.PutUser(u); err != nil {
 			return err
 		}
+		if err := s.revokeUserTokens(tx, p, u.ID, "password rotated"); err != nil {
+			return err
+		}
 		e := s.event(p, "user.rotate_password", ResultSuccess)
 		e.TargetType, e.TargetID, e.UserID = "user", u.ID, u.ID
 		return tx.AddEvent(&e)
@@ -340,7 +369,68 @@ func (s *Service) RotatePassword(ctx context.Context, p Principal, id string) (R
 	if err != nil {
 		return RotatePasswordResult{}, err
 	}
+	s.endSessions(ctx, p, either(passwordSessions(u.ID), userTokenSessions(u.ID)), EndPasswordChanged)
 	return RotatePasswordResult{UserID: u.ID, Username: u.Username, Password: pw}, nil
+}
+
+// keepAnAdmin is the one rule that keeps the server administrable: a change of the user
+// before into after (nil: deleted) is refused with 409 last_admin when before is an active
+// administrator and no other would remain: none at all, or none without an expiry when
+// before had none (an expiry on the last lasting administrator locks everyone out on that
+// day). Disabling, demoting, expiring and deleting all pass through it, from every door,
+// inside the change's own transaction, so two administrators disabling each other at once
+// cannot both succeed.
+func (s *Service) keepAnAdmin(tx Tx, before User, after *User) error {
+	now := s.Now()
+	active := func(u User) bool {
+		return u.Role == RoleAdmin && u.Status == UserActive && (u.ExpiresAt == nil || now.Before(*u.ExpiresAt))
+	}
+	lasting := func(u User) bool { return active(u) && u.ExpiresAt == nil }
+	loses := func(is func(User) bool) bool { return is(before) && (after == nil || !is(*after)) }
+	losesActive, losesLasting := loses(active), loses(lasting)
+	if !losesActive && !losesLasting {
+		return nil
+	}
+	us, err := tx.ListUsers()
+	if err != nil {
+		return err
+	}
+	others, othersLasting := 0, 0
+	for _, u := range us {
+		if u.ID == before.ID {
+			continue
+		}
+		if active(u) {
+			others++
+		}
+		if lasting(u) {
+			othersLasting++
+		}
+	}
+	switch {
+	case losesActive && others == 0:
+		return conflict(CodeLastAdmin, "%q is the last active administrator: it cannot be disabled, demoted, given an expiry or deleted until another active administrator exists", before.Username)
+	case losesLasting && othersLasting == 0:
+		return conflict(CodeLastAdmin, "%q is the last active administrator without an expiry: it cannot be disabled, demoted, given an expiry or deleted until another active administrator without an expiry exists", before.Username)
+	}
+	return nil
+}
+
+// ExpiryInput is the body of PUT …/users/{id}/expiry. expires_at is required: a time, or
+// null to clear the expiry; a body without it is refused rather than read as "never".
+type ExpiryInput struct {
+	ExpiresAt OptionalTime `json:"expires_at"`
+}
+
+// SetUserExpiry is SetExpiry for a request body: an absent expires_at is a 422.
+func (s *Service) SetUserExpiry(ctx context.Context, p Principal, id string, in ExpiryInput) (UserView, error) {
+	if err := s.requireAdminWrite(ctx, p, "user.set_expiry"); err != nil {
+		return UserView{}, err
+	}
+	if !in.ExpiresAt.Set {
+		return UserView{}, invalid("expires_at", `expires_at is required: a time such as "2026-12-31T23:59:59Z", or null to clear the expiry`)
+	}
+	return s.SetExpiry(ctx, p, id, in.ExpiresAt.Time)
 }
 
 // SetExpiry sets or clears (nil) the date an account stops working.
@@ -355,6 +445,7 @@ func (s *Service) SetExpiry(ctx context.Context, p Principal, id string, at *tim
 		if err != nil {
 			return err
 		}
+		before := u
 		if at != nil {
 			t := at.UTC()
 			u.ExpiresAt = &t
@@ -368,6 +459,9 @@ func (s *Service) SetExpiry(ctx context.Context, p Principal, id string, at *tim
 		if err := tx.PutUser(u); err != nil {
 			return err
 		}
+		if err := s.keepAnAdmin(tx, before, &u); err != nil {
+			return err
+		}
 		e := s.event(p, "user.set_expiry", ResultSuccess)
 		e.TargetType, e.TargetID, e.UserID = "user", u.ID, u.ID
 		if u.ExpiresAt != nil {
@@ -377,6 +471,9 @@ func (s *Service) SetExpiry(ctx context.Context, p Principal, id string, at *tim
 		}
 		return tx.AddEvent(&e)
 	})
+	if err == nil && u.ExpiresAt != nil && !s.Now().Before(*u.ExpiresAt) {
+		s.endSessions(ctx, p, sessionsOfUser(u.ID), EndUserExpired)
+	}
 	return viewUser(u), err
 }
 
@@ -425,6 +522,9 @@ func (s *Service) ChangePassword(ctx context.Context, p Principal, in ChangePass
 		if err := tx.PutUser(u); err != nil {
 			return err
 		}
+		if err := s.revokeUserTokens(tx, p, u.ID, "password changed"); err != nil {
+			return err
+		}
 		e := s.event(p, "user.change_password", ResultSuccess)
 		e.TargetType, e.TargetID, e.UserID = "user", u.ID, u.ID
 		return tx.AddEvent(&e)
@@ -432,6 +532,7 @@ func (s *Service) ChangePassword(ctx context.Context, p Principal, in ChangePass
 	if err != nil {
 		return nil, err
 	}
+	s.endSessions(ctx, p, either(passwordSessions(u.ID), userTokenSessions(u.ID)), EndPasswordChanged)
 	if p.Method != "jwt" {
 		return nil, nil
 	}

@@ -309,3 +309,9 @@ func (s *Service) AuthenticateVNCTicket(ctx context.Context, ip, value, hostID s
 	}
 	return p, c.ExpiresAt.Time, nil
 }
+
+// DialWorkspace dials addr inside the network namespace of process pid (a VNCTarget's), so
+// a door reaches a workspace's own loopback through the engine room.
+func (s *Service) DialWorkspace(ctx context.Context, pid int, network, addr string) (net.Conn, error) {
+	return s.runtime.DialNetns(ctx, pid, network, addr)
+}

@@ -17,30 +17,32 @@ import (
 
 // Config is the server's configuration after flags, environment and env file are merged.
 type Config struct {
-	AdminUsername        string
-	AdminPassword        string
-	JWTSecret            string
-	DataDir              string
-	HTTPAddr             string
-	SSHAddr              string
-	SSHProxyPort         int
-	SSHProxyAddr         string
-	SSHGatewayCiphers    string // validated, comma-separated; see gatewayCiphers
-	LogFormat            string
-	LogLevel             string
-	RateLimitPerMinute   int
-	BcryptCost           int
-	ManagedImage         string
-	PublicHost           string
-	UnboundHostNetwork   string
-	JWTTTL               time.Duration
-	TokenMaxLifetimeDays int
-	EventRetentionDays   int
-	TaskRetentionDays    int
-	Runtime              string
-	EgressCheckServerURL string
-	EgressCheckDNSZone   string
-	EgressCheckURL       string
+	AdminUsername     string
+	AdminPassword     string
+	JWTSecret         string
+	DataDir           string
+	HTTPAddr          string
+	SSHAddr           string
+	SSHProxyPort      int
+	SSHProxyAddr      string
+	SSHGatewayCiphers string // validated, comma-separated; see gatewayCiphers
+	// SSHMaxSessionsPerUser is SSH_MAX_SESSIONS_PER_USER; 0 means no limit.
+	SSHMaxSessionsPerUser int
+	LogFormat             string
+	LogLevel              string
+	RateLimitPerMinute    int
+	BcryptCost            int
+	ManagedImage          string
+	PublicHost            string
+	UnboundHostNetwork    string
+	JWTTTL                time.Duration
+	TokenMaxLifetimeDays  int
+	EventRetentionDays    int
+	TaskRetentionDays     int
+	Runtime               string
+	EgressCheckServerURL  string
+	EgressCheckDNSZone    string
+	EgressCheckURL        string
 	// EgressRecheckInterval is EGRESS_RECHECK_INTERVAL; 0 disables (see egressRecheck).
 	EgressRecheckInterval time.Duration
 	// EgressProxyDNSServer is EGRESS_PROXY_DNS_SERVER (tunnel.Config.ProxyDNSServer).
@@ -188,6 +190,7 @@ func Keys() []Key {
 			}
 			return addr(false, func(c *Config) *string { return &c.SSHProxyAddr })(c, v)
 		}},
+		{"SSH_MAX_SESSIONS_PER_USER", "10", "Most workspace sessions (shells, commands, sftp; over the gateway and the TUI door's shells) one user may have open at once; 0 means no limit. Port forwards, TUI screens and desktops do not count.", intIn(0, 100000, func(c *Config) *int { return &c.SSHMaxSessionsPerUser })},
 		{"SSH_GATEWAY_CIPHERS", "aes128-gcm@openssh.com,aes256-gcm@openssh.com", "Ciphers the SSH gateway offers, comma-separated, in preference order. AES-GCM only by default: clients use their own first choice among the offer, and OpenSSH would otherwise pick chacha20-poly1305, which costs the gateway about 3x the CPU per byte. Add aes128-ctr for clients without GCM.", func(c *Config, v string) error {
 			supported := map[string]bool{}
 			for _, name := range gossh.SupportedAlgorithms().Ciphers {

@@ -199,6 +199,7 @@ func Serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		TaskRetention:  time.Duration(c.TaskRetentionDays) * 24 * time.Hour,
 		// EGRESS_RECHECK_INTERVAL=0 disables the checks; app's 0 would mean its default.
 		EgressRecheckInterval: c.egressRecheck(),
+		MaxSessionsPerUser:    c.SSHMaxSessionsPerUser,
 	}, app.Deps{Store: db, Runtime: rt, Tunnel: tun, Logger: log})
 	if err != nil {
 		return err
@@ -305,6 +306,11 @@ func Serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err := srv.Shutdown(shutCtx); err != nil {
 		log.Warn("shutdown: requests still running after 20s; closing their connections", "err", err)
 		_ = srv.Close()
+	}
+	// Tell every open session (SSH shells, commands, forwards, TUI screens, desktops) that
+	// the server is going down, and end it, before the SSH servers drain.
+	if n := svc.EndAllSessions(shutCtx); n > 0 {
+		log.Info("shutdown: ended open sessions", "count", n)
 	}
 	if door != nil {
 		_ = door.Shutdown(shutCtx)

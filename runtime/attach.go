@@ -19,24 +19,26 @@ import (
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
 )
 
-// AttachOptions describe an interactive process started in a host's container by Attach.
-type AttachOptions struct {
-	// Cmd is the command and its arguments (required), e.g. ["bash", "-l"].
-	Cmd []string
-	// TTY allocates a pseudo-terminal: the process's stdout and stderr are then one stream
-	// (ExecSession.Stdout) and Width/Height set its initial size.
-	TTY bool
-	// Env is added to the container's environment ("KEY=value").
-	Env []string
-	// Width and Height are the initial terminal size in columns and rows (TTY only;
-	// zero leaves the engine's default). The size is set by the engine (API >= 1.42) and,
-	// for older engines, by running Cmd through `/bin/sh -c 'stty rows H cols W; exec "$@"'`.
-	Width, Height uint
-	// WorkingDir is the process's working directory (empty: the container's, HomeDir).
-	WorkingDir string
+// AttachOptions describe an interactive process started in a host's container by Attach
+// (see app.AttachOptions). Width and Height are set by the engine (API >= 1.42) and, for
+// older engines, by running Cmd through `/bin/sh -c 'stty rows H cols W; exec "$@"'`.
+type AttachOptions = app.AttachOptions
+
+// Attach implements app.Runtime: AttachExec as an app.Process.
+func (d *Docker) Attach(ctx context.Context, hostID string, opts AttachOptions) (app.Process, error) {
+	s, err := d.AttachExec(ctx, hostID, opts)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
-// ExecSession is a process started by Attach, streaming through the engine's exec API.
+// Streams implements app.Process.
+func (s *ExecSession) Streams() (io.WriteCloser, io.Reader, io.Reader) {
+	return s.Stdin, s.Stdout, s.Stderr
+}
+
+// ExecSession is a process started by AttachExec, streaming through the engine's exec API.
 // Read Stdout and Stderr concurrently until both return io.EOF (without a TTY they are
 // demultiplexed from one engine stream that reading Stdout drives, so an unread one stalls
 // the other), then call Wait for the exit code, and Close in every case.
@@ -66,14 +68,14 @@ type ExecSession struct {
 // maxResizeWait bounds how long Resize retries while the engine has not started the exec yet.
 const maxResizeWait = 2 * time.Second
 
-// Attach starts opts.Cmd in the host's running container through the engine's exec API
+// AttachExec starts opts.Cmd in the host's running container through the engine's exec API
 // and returns its streams. The process always runs as the container's configured user
 // (Config.User, 1000:1000 by default), never root. Errors are *app.RuntimeError:
 // container_missing, container_not_running, runtime_unavailable or runtime_error.
 //
 // The process is not tied to ctx once started: end it by closing Stdin (most programs
 // exit on EOF), with Signal, or by letting it finish; Close only drops the streams.
-func (d *Docker) Attach(ctx context.Context, hostID string, opts AttachOptions) (*ExecSession, error) {
+func (d *Docker) AttachExec(ctx context.Context, hostID string, opts AttachOptions) (*ExecSession, error) {
 	op := fmt.Sprintf("attach %q in container of host %s", strings.Join(opts.Cmd, " "), hostID)
 	if len(opts.Cmd) == 0 {
 		return nil, rtErr(app.CodeRuntimeError, op+": empty command", nil)

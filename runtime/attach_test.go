@@ -69,7 +69,7 @@ func TestAttachStreamsStdinAndExitCode(t *testing.T) {
 	spec := newSpec(t, d)
 	mustStartReady(t, ctx, d, spec)
 
-	s, err := d.Attach(ctx, spec.HostID, AttachOptions{
+	s, err := d.AttachExec(ctx, spec.HostID, AttachOptions{
 		Cmd: []string{"bash", "-c", `cat; echo "uid=$(id -u) pwd=$PWD x=$X" >&2; exit 3`},
 		Env: []string{"X=y"},
 	})
@@ -111,7 +111,7 @@ func TestAttachTTYResizeAndSignal(t *testing.T) {
 	spec := newSpec(t, d)
 	mustStartReady(t, ctx, d, spec)
 
-	s, err := d.Attach(ctx, spec.HostID, AttachOptions{
+	s, err := d.AttachExec(ctx, spec.HostID, AttachOptions{
 		Cmd: []string{"bash", "-c", `stty size; read -r _; stty size; sleep 60`},
 		TTY: true, Width: 100, Height: 30, Env: []string{"TERM=xterm"},
 	})
@@ -152,20 +152,20 @@ func TestAttachRefusals(t *testing.T) {
 	d := requireDocker(t)
 	ctx := testCtx(t)
 	spec := newSpec(t, d)
-	if _, err := d.Attach(ctx, spec.HostID, AttachOptions{Cmd: []string{"true"}}); codeOf(err) != CodeContainerMissing {
+	if _, err := d.AttachExec(ctx, spec.HostID, AttachOptions{Cmd: []string{"true"}}); codeOf(err) != CodeContainerMissing {
 		t.Fatalf("attach without container: %v", err)
 	}
 	if _, err := d.Create(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.Attach(ctx, spec.HostID, AttachOptions{Cmd: []string{"true"}}); codeOf(err) != CodeContainerNotRunning {
+	if _, err := d.AttachExec(ctx, spec.HostID, AttachOptions{Cmd: []string{"true"}}); codeOf(err) != CodeContainerNotRunning {
 		t.Fatalf("attach to a stopped container: %v", err)
 	}
-	if _, err := d.Attach(ctx, spec.HostID, AttachOptions{}); err == nil {
+	if _, err := d.AttachExec(ctx, spec.HostID, AttachOptions{}); err == nil {
 		t.Fatal("empty command accepted")
 	}
 	root := &Docker{cli: d.cli, cfg: Config{User: "0:0"}.withDefaults()}
-	if _, err := root.Attach(ctx, spec.HostID, AttachOptions{Cmd: []string{"true"}}); err == nil || !strings.Contains(err.Error(), "root") {
+	if _, err := root.AttachExec(ctx, spec.HostID, AttachOptions{Cmd: []string{"true"}}); err == nil || !strings.Contains(err.Error(), "root") {
 		t.Fatalf("attach as root: %v", err)
 	}
 }
@@ -179,7 +179,7 @@ func TestAttachCoalescedOutputFlowsPromptly(t *testing.T) {
 	spec := newSpec(t, d)
 	mustStartReady(t, ctx, d, spec)
 
-	s, err := d.Attach(ctx, spec.HostID, AttachOptions{
+	s, err := d.AttachExec(ctx, spec.HostID, AttachOptions{
 		Cmd: []string{"bash", "-c", `echo first; read -r _; head -c 3000000 /dev/zero | tr '\0' x; echo; echo last`},
 	})
 	if err != nil {

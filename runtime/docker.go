@@ -26,7 +26,7 @@ const (
 )
 
 // HomeDir is where the per-host home volume is mounted inside the container.
-const HomeDir = "/home/workspace"
+const HomeDir = app.WorkspaceHome
 
 // Defaults used when a Config or HostSpec field is zero.
 const (

@@ -5,10 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	goruntime "runtime"
 	"strings"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/internal/nsthread"
 )
 
 // DialInNetns dials addr (network "tcp", "tcp4" or "tcp6") from inside the network
@@ -17,11 +18,8 @@ import (
 // host and access to /proc/<pid>/ns/net. Pass a literal IP address: names are not
 // resolved inside the namespace.
 //
-// The dial runs on a dedicated goroutine locked to its OS thread: the thread switches to
-// the target namespace, creates and connects the socket (a socket stays in the namespace
-// it was created in), and switches back. If switching back fails the thread is never
-// unlocked, so the Go runtime terminates it instead of reusing a thread stuck in the
-// container's namespace.
+// The socket is created and connected by a thread switched into the target namespace
+// (nsthread.Dial); a socket stays in the namespace it was created in.
 func DialInNetns(ctx context.Context, pid int, network, addr string) (net.Conn, error) {
 	if pid <= 0 {
 		return nil, fmt.Errorf("dial %s in netns: no process (pid %d): is the container running?", addr, pid)
@@ -43,46 +41,16 @@ func DialInNetns(ctx context.Context, pid int, network, addr string) (net.Conn, 
 		return nil, fmt.Errorf("dial %s in netns of pid %d: %w", addr, pid, err)
 	}
 	defer target.Close()
-
-	type result struct {
-		conn net.Conn
-		err  error
+	conn, err := nsthread.Dial(ctx, target, network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s in netns of pid %d: %w", addr, pid, err)
 	}
-	done := make(chan result, 1)
-	go func() {
-		goruntime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			goruntime.UnlockOSThread()
-			done <- result{err: fmt.Errorf("dial %s in netns: current netns: %w", addr, err)}
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(target); err != nil {
-			// setns failed: the thread is still in its own namespace.
-			goruntime.UnlockOSThread()
-			done <- result{err: fmt.Errorf("dial %s in netns of pid %d: setns: %w", addr, pid, err)}
-			return
-		}
-		var d net.Dialer
-		conn, dialErr := d.DialContext(ctx, network, addr)
-		if err := netns.Set(orig); err != nil {
-			// The thread is stuck in the container's namespace: never unlock it, so it
-			// dies with this goroutine. The connection itself is fine but we fail safe.
-			if conn != nil {
-				conn.Close()
-			}
-			done <- result{err: fmt.Errorf("dial %s in netns: switching back failed (thread discarded): %w", addr, err)}
-			return
-		}
-		goruntime.UnlockOSThread()
-		if dialErr != nil {
-			dialErr = fmt.Errorf("dial %s in netns of pid %d: %w", addr, pid, dialErr)
-		}
-		done <- result{conn: conn, err: dialErr}
-	}()
-	r := <-done
-	return r.conn, r.err
+	return conn, nil
+}
+
+// DialNetns implements app.Runtime with DialInNetns.
+func (d *Docker) DialNetns(ctx context.Context, pid int, network, addr string) (net.Conn, error) {
+	return DialInNetns(ctx, pid, network, addr)
 }
 
 // ErrNotLoopback is returned by LoopbackAddr for a destination outside the container.

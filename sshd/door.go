@@ -260,18 +260,16 @@ func (d *Door) keyAuth(ctx ssh.Context, key ssh.PublicKey) bool {
 
 var errDoorDenied = errors.New("access denied")
 
-// principal resolves the session's principal: the one of the key that signed (which must
-// still be one of the user's keys), else the password login's; then asks the service
-// whether the account may still log in (it may have been disabled since).
+// principal resolves the session's principal: the one of the key that signed, else the
+// password login's; then app's one rule (LoginAllowed) says whether that sign-in may still
+// act (account active, key not deleted, password unchanged).
 func (d *Door) principal(s ssh.Session) (app.Principal, error) {
 	st := doorAuthOf(s.Context())
 	st.mu.Lock()
 	var p app.Principal
-	var fp string
 	ok := false
 	if pk := s.PublicKey(); pk != nil {
-		fp = gossh.FingerprintSHA256(pk)
-		p, ok = st.keys[fp]
+		p, ok = st.keys[gossh.FingerprintSHA256(pk)]
 	} else if st.password != nil {
 		p, ok = *st.password, true
 	}
@@ -279,25 +277,7 @@ func (d *Door) principal(s ssh.Session) (app.Principal, error) {
 	if !ok {
 		return app.Principal{}, errDoorDenied
 	}
-	ctx := s.Context()
-	p, err := d.svc.SSHRecheck(ctx, p)
-	if err != nil {
-		return app.Principal{}, err
-	}
-	if fp != "" {
-		keys, err := d.svc.ListSSHKeys(ctx, p, p.UserID)
-		if err != nil {
-			return app.Principal{}, err
-		}
-		found := false
-		for _, k := range keys {
-			found = found || k.Fingerprint == fp
-		}
-		if !found {
-			return app.Principal{}, errDoorDenied
-		}
-	}
-	return p, nil
+	return d.svc.LoginAllowed(s.Context(), p)
 }
 
 // ------------------------------------------------------------------ sessions
@@ -358,6 +338,23 @@ func (d *Door) handle(s ssh.Session, tuiHandler ssh.Handler) {
 		_ = s.Exit(1)
 		return
 	}
+	// The session lives with the right to it: app ends it (and closes the connection) when
+	// the account is disabled, the key deleted, the password changed, or on a kill.
+	lease, err := d.svc.TrackSession(p, app.SessionTUI, "", "", "ssh door", func(reason string) {
+		if hasPty {
+			_, _ = io.WriteString(s, "\x1b[?1049l") // leave the TUI's alternate screen
+		}
+		fmt.Fprintf(stderr, "\ncloud-cli-proxy: session ended: %s\n", reason)
+		if conn, ok := s.Context().Value(ssh.ContextKeyConn).(gossh.Conn); ok {
+			_ = conn.Close()
+		}
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "access denied")
+		_ = s.Exit(1)
+		return
+	}
+	defer lease.Close()
 	if cmd := s.Command(); len(cmd) > 0 || !hasPty {
 		_ = s.Exit(d.command(s.Context(), stdout, stderr, p, cmd))
 		return
@@ -404,7 +401,7 @@ func (d *Door) program(s ssh.Session) *tea.Program {
 		OnQuit: in.detach,
 		// A session outlives its login: before each key the service says whether the
 		// account may still sign in, and with which role.
-		Recheck: d.svc.SSHRecheck,
+		Recheck: d.svc.LoginAllowed,
 		Connect: connect,
 	})
 	ds.prog = tea.NewProgram(ds.model, tea.WithInput(in), tea.WithOutput(s), tea.WithAltScreen(),

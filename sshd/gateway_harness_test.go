@@ -98,7 +98,7 @@ type gwEnv struct {
 	addr    string // the main gateway's address
 }
 
-func newGwEnv(t *testing.T) *gwEnv {
+func newGwEnv(t *testing.T, cfgs ...func(*app.Config)) *gwEnv {
 	t.Helper()
 	rt := gwEngine(t)
 	dataDir := t.TempDir()
@@ -111,6 +111,9 @@ func newGwEnv(t *testing.T) *gwEnv {
 		testenv.WithConfig(func(c *app.Config) {
 			c.TokenHashKey, c.ReconcileInterval = []byte("token-hash-key-for-tests"), -1
 			c.ManagedImage, c.StopTimeout = gwTestImage(), 2*time.Second
+			for _, f := range cfgs {
+				f(c)
+			}
 		}))
 	svc := te.Service
 	ctx := te.Start()

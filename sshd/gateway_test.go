@@ -418,46 +418,6 @@ func TestGateway(t *testing.T) {
 		}
 	})
 
-	t.Run("SessionLimitPerUser", func(t *testing.T) {
-		addr := e.gateway(sshd.GatewayConfig{MaxSessionsPerUser: 2})
-		c, _, err := gwDial(addr, "", "alice", keyAuth)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		var open []*gossh.Session
-		for i := 0; i < 2; i++ {
-			s, err := c.NewSession()
-			if err != nil {
-				t.Fatal(err)
-			}
-			out, _ := s.StdoutPipe()
-			w := gwWatchStream(out)
-			if err := s.Start("echo up; exec sleep 60"); err != nil {
-				t.Fatal(err)
-			}
-			w.waitFor(t, "up", 15*time.Second, nil)
-			open = append(open, s)
-		}
-		_, stderr, code, err := gwRun(c, "true", nil)
-		if err != nil || code != 1 || !strings.Contains(stderr, "too many open sessions (limit 2)") {
-			t.Fatalf("third session: %d %q %v", code, stderr, err)
-		}
-		open[0].Close() // the client closes the channel: the gateway hangs up the process
-		deadline := time.Now().Add(15 * time.Second)
-		for {
-			_, _, code, err := gwRun(c, "true", nil)
-			if err == nil && code == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("slot not released after a session closed: %d %v", code, err)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		open[1].Close()
-	})
-
 	t.Run("IdleTimeout", func(t *testing.T) {
 		addr := e.gateway(sshd.GatewayConfig{IdleTimeout: 700 * time.Millisecond})
 		c, _, err := gwDial(addr, "", "alice", keyAuth)

@@ -38,41 +38,31 @@ type Terminal struct {
 // Shell opens a login shell (`bash -l`, as the workspace user, uid 1000) on the terminal t
 // inside the container of host hostID, for principal p, the way the gateway does for
 // `ssh USER+SHORTID@HOST -p 2222`, and returns the shell's exit status when it exits
-// (-1 if the status is unknown: the client went away). The checks and the audit are the
-// gateway's: the account must still be allowed to sign in (app.SSHRecheck), the host must
-// be p's (app.GetOwnHost), the session counts against MaxSessionsPerUser, a stopped host
-// is started when p may, with progress written to t.Out (app.EnsureHostRunning), and the
-// session is audited as gateway.shell (app.AuditGateway).
+// (-1 if the status is unknown: the client went away, or app ended the session). app opens
+// it (app.OpenSession): the sign-in must still stand, the host must be p's, the session
+// counts against SSH_MAX_SESSIONS_PER_USER, a stopped host is started with progress written
+// to t.Out, the session is audited as gateway.shell, and it ends when its right ends.
 //
 // An error means no shell ran; it is an *app.Error whose Message is meant for the user.
 // Shell never ends the caller's SSH session: the TUI door calls it between two screens
 // of its TUI, in the same session.
 func (g *Gateway) Shell(ctx context.Context, p app.Principal, hostID string, t Terminal) (int, error) {
-	p, err := g.svc.SSHRecheck(ctx, p)
-	if err != nil {
-		return -1, gwAppError(app.KindUnauthenticated, "access_denied", "access denied", err)
-	}
-	h, err := g.svc.GetOwnHost(ctx, p, hostID)
-	if err != nil {
-		return -1, gwAppError(app.KindNotFound, "not_found", "no such host", err)
-	}
-	if !g.acquire(p.UserID) {
-		return -1, gwAppError(app.KindRateLimited, "too_many_sessions", g.tooMany(), nil)
-	}
-	defer g.release(p.UserID)
-	say := func(line string) { _, _ = io.WriteString(t.Out, line+"\r\n") }
-	if err := g.svc.EnsureHostRunning(ctx, p, h.ID, say); err != nil {
-		g.log.Info("host not ready for shell", "host", h.ID, "err", err)
-		return -1, gwAppError(app.KindUnavailable, "host_not_ready", gwPlain(err), err)
-	}
 	pty := &gwPty{term: t.Term, win: ssh.Window{Width: t.Width, Height: t.Height}}
 	if t.Width <= 0 || t.Height <= 0 {
 		pty.win = ssh.Window{Width: 80, Height: 24}
 	}
-	code, err := g.bridge(ctx, p, h.ID, gwAttachOptions([]string{"bash", "-l"}, t.Env, pty), "gateway.shell",
-		"login shell (from the TUI)", gwStreams{stdin: t.In, stdout: t.Out, pty: pty, closed: t.Done, resize: t.Resize})
+	w, h := pty.size()
+	req := app.SessionRequest{
+		HostID: hostID, Kind: app.SessionShell, Env: t.Env, Detail: "from the TUI",
+		TTY: true, Term: t.Term, Width: w, Height: h,
+		Progress: func(line string) { _, _ = io.WriteString(t.Out, line+"\r\n") },
+		OnEnd: func(reason string) {
+			_, _ = io.WriteString(t.Out, "\r\ncloud-cli-proxy: session ended: "+reason+"\r\n")
+		},
+	}
+	code, err := g.run(ctx, p, req, gwStreams{stdin: t.In, stdout: t.Out, pty: pty, closed: t.Done, resize: t.Resize})
 	if err != nil {
-		return -1, gwAppError(app.KindUnavailable, "shell_failed", err.Error(), err)
+		return -1, gwAppError(app.KindUnavailable, "shell_failed", gwPlain(err), err)
 	}
 	return code, nil
 }

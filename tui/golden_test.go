@@ -374,7 +374,7 @@ func TestTUIRecheck(t *testing.T) {
 	e.seed()
 	u, _ := e.user("root2", app.RoleAdmin)
 	p := e.login("root2", "password-root2")
-	d := e.open(p, 80, 24, func(o *Options) { o.Recheck = e.svc.SSHRecheck })
+	d := e.open(p, 80, 24, func(o *Options) { o.Recheck = e.svc.LoginAllowed })
 	d.press(":users", "enter")
 	d.contains("<c> create")
 	viewer := app.RoleViewer

@@ -32,7 +32,7 @@ type Options struct {
 	// program stops (the SSH door stops feeding it input there).
 	OnQuit func()
 	// Recheck, if set, is asked before every key and poll whether the principal may still
-	// use the service, and with which role (app.Service.SSHRecheck for SSH sessions). A
+	// use the service, and with which role (app.Service.LoginAllowed for SSH sessions). A
 	// refusal ends the program; a new role takes effect at once.
 	Recheck func(ctx context.Context, p app.Principal) (app.Principal, error)
 	// Connect, if set, makes enter on one of the user's hosts open its shell in the same

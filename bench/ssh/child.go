@@ -80,7 +80,8 @@ func runChild() error {
 	defer db.Close()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	svc, err := app.New(app.Config{
-		JWTSecret: []byte(strings.Repeat("b", 40)), ManagedImage: benchImage(), StopTimeout: 2 * time.Second,
+		MaxSessionsPerUser: maxSess,
+		JWTSecret:          []byte(strings.Repeat("b", 40)), ManagedImage: benchImage(), StopTimeout: 2 * time.Second,
 		ReconcileInterval: -1,
 	}, app.Deps{Store: db, Runtime: rt, Logger: logger})
 	if err != nil {
@@ -186,7 +187,7 @@ func runChild() error {
 	if err != nil {
 		return err
 	}
-	gw, err := sshd.NewGateway(svc, sshd.GatewayConfig{HostSigner: hostKey, MaxSessionsPerUser: maxSess, Logger: logger})
+	gw, err := sshd.NewGateway(svc, sshd.GatewayConfig{HostSigner: hostKey, Logger: logger})
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,9 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,9 +27,13 @@ type Runtime struct {
 	// Network, when set, is the only network Create accepts.
 	Network string
 
+	// Dial, when set, is DialNetns.
+	Dial func(ctx context.Context, pid int, network, addr string) (net.Conn, error)
+
 	mu      sync.Mutex
 	hosts   map[string]*app.RuntimeHost
 	lastPid int
+	procs   []*Process
 }
 
 func (r *Runtime) Ping(context.Context) error { return nil }
@@ -111,4 +118,135 @@ func (r *Runtime) Events(ctx context.Context) (<-chan app.RuntimeEvent, <-chan e
 	evs, errs := make(chan app.RuntimeEvent), make(chan error)
 	go func() { <-ctx.Done(); close(evs); close(errs) }()
 	return evs, errs
+}
+
+// WaitExecReady reports whether the container runs.
+func (r *Runtime) WaitExecReady(ctx context.Context, id string) error {
+	h, _ := r.Inspect(ctx, id)
+	if h.State != app.StateRunning {
+		return &app.RuntimeError{Code: "container_not_running", Message: "container of host " + id + " is not running"}
+	}
+	return nil
+}
+
+// Attach starts a stand-in process in a running container: it echoes its stdin to its
+// stdout until stdin is closed (exit status 0) or it gets a signal (exit status 128+n; HUP,
+// INT, TERM and KILL end it).
+func (r *Runtime) Attach(ctx context.Context, id string, opts app.AttachOptions) (app.Process, error) {
+	if err := r.WaitExecReady(ctx, id); err != nil {
+		return nil, err
+	}
+	if len(opts.Cmd) == 0 {
+		return nil, &app.RuntimeError{Code: app.CodeRuntimeError, Message: "empty command"}
+	}
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	p := &Process{Opts: opts, in: inW, out: outR, exited: make(chan struct{}), code: -1}
+	r.mu.Lock()
+	r.procs = append(r.procs, p)
+	r.mu.Unlock()
+	go func() {
+		_, _ = io.Copy(outW, inR)
+		p.exit(0)
+		_ = outW.Close()
+	}()
+	go func() {
+		<-p.exited
+		_ = outW.Close()
+		_ = inR.Close()
+	}()
+	return p, nil
+}
+
+// Processes returns every process Attach started.
+func (r *Runtime) Processes() []*Process {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*Process(nil), r.procs...)
+}
+
+// DialNetns dials Dial when set; otherwise it fails like a closed port.
+func (r *Runtime) DialNetns(ctx context.Context, pid int, network, addr string) (net.Conn, error) {
+	if r.Dial != nil {
+		return r.Dial(ctx, pid, network, addr)
+	}
+	return nil, fmt.Errorf("dial %s in netns of pid %d: connection refused", addr, pid)
+}
+
+// Process is a stand-in process of Runtime.Attach.
+type Process struct {
+	Opts app.AttachOptions
+
+	in     *io.PipeWriter
+	out    *io.PipeReader
+	mu     sync.Mutex
+	code   int
+	sigs   []string
+	exited chan struct{}
+	once   sync.Once
+}
+
+func (p *Process) exit(code int) {
+	p.once.Do(func() {
+		p.mu.Lock()
+		p.code = code
+		p.mu.Unlock()
+		close(p.exited)
+	})
+}
+
+// Streams implements app.Process.
+func (p *Process) Streams() (io.WriteCloser, io.Reader, io.Reader) {
+	return p.in, p.out, strings.NewReader("")
+}
+
+// Resize implements app.Process.
+func (p *Process) Resize(w, h uint) error { return nil }
+
+var fakeSignals = map[string]int{"HUP": 1, "INT": 2, "KILL": 9, "TERM": 15}
+
+// Signal implements app.Process: HUP, INT, TERM and KILL end the process.
+func (p *Process) Signal(_ context.Context, sig string) error {
+	p.mu.Lock()
+	p.sigs = append(p.sigs, sig)
+	p.mu.Unlock()
+	if n, ok := fakeSignals[sig]; ok {
+		p.exit(128 + n)
+	}
+	return nil
+}
+
+// Signals lists the signals the process got.
+func (p *Process) Signals() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.sigs...)
+}
+
+// Wait implements app.Process.
+func (p *Process) Wait(ctx context.Context) (int, error) {
+	select {
+	case <-p.exited:
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.code, nil
+	case <-ctx.Done():
+		return -1, ctx.Err()
+	}
+}
+
+// Running implements app.Process.
+func (p *Process) Running(context.Context) (bool, error) {
+	select {
+	case <-p.exited:
+		return false, nil
+	default:
+		return true, nil
+	}
+}
+
+// Close implements app.Process.
+func (p *Process) Close() error {
+	_ = p.out.Close()
+	return nil
 }
