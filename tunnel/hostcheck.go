@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/internal/nsthread"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -23,7 +24,7 @@ var _ app.HostChecker = (*Manager)(nil)
 // checks of Test (see runChecks) from inside the network namespace of the container whose
 // init process is pid, so it proves what the container itself gets, whatever kind of
 // tunnel gives it its way out. Every socket is created in the container's namespace on a
-// locked OS thread (see inNetns); host names, including the check URL's, are resolved by
+// locked OS thread (see nsthread.Run); host names, including the check URL's, are resolved by
 // the container's own resolver (the first nameserver of its /etc/resolv.conf) through
 // that namespace, and the dns_leak check asks that resolver.
 //
@@ -48,7 +49,7 @@ func (m *Manager) CheckHost(ctx context.Context, hostID string, pid int, e app.E
 	}
 	nd := &nsDialer{ns: target}
 	defer nd.close()
-	if same, err := sameNetns(target); err != nil || same {
+	if same, err := nsthread.IsOwn(target); err != nil || same {
 		if err == nil {
 			err = errors.New("the process is in the server's own network namespace: checking from there proves nothing about the container")
 		}
@@ -132,7 +133,7 @@ func (d *nsDialer) dial(ctx context.Context, network, addr string) (net.Conn, er
 		defer cancel()
 		defer context.AfterFunc(d.base, cancel)()
 	}
-	return dialInNetns(ctx, d.ns, network, addr)
+	return nsthread.Dial(ctx, d.ns, network, addr)
 }
 
 // containerResolver returns the first nameserver of the container's /etc/resolv.conf,

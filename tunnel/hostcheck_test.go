@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/internal/nsthread"
 	"github.com/miekg/dns"
 )
 
@@ -189,7 +190,7 @@ func (l *lab) startForwardingResolver(t *testing.T, addr, from string) {
 		sh(t, "ip", "-n", l.inet, "addr", "add", a+"/32", "dev", "cce"+l.id+"i")
 	}
 	var pc, up net.PacketConn
-	if err := inNetns(l.inetNS, func() error {
+	if err := nsthread.Run(l.inetNS, func() error {
 		var err error
 		if pc, err = net.ListenPacket("udp", addr+":53"); err != nil {
 			return err

@@ -14,6 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/internal/nsthread"
 )
 
 // WireGuard implementations (Config.WireGuardMode).
@@ -131,7 +133,7 @@ func kernelDevice(a *attachment, ifname string, cfg *wgConfig, ep netip.AddrPort
 	if err := a.h.LinkSetName(l, ifname); err != nil {
 		return fmt.Errorf("rename %s to %s: %w", tmp, ifname, err)
 	}
-	return inNetns(a.ns, func() error {
+	return nsthread.Run(a.ns, func() error {
 		if a.wgc, err = wgctrl.New(); err != nil {
 			return fmt.Errorf("wgctrl in the container: %w", err)
 		}

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/internal/nsthread"
 	"github.com/miekg/dns"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -181,7 +182,7 @@ func freeSubnet(t *testing.T) netip.Prefix {
 
 func writeSysctlIn(t *testing.T, h netns.NsHandle, path, val string) {
 	t.Helper()
-	if err := inNetns(h, func() error { return os.WriteFile(path, []byte(val), 0o644) }); err != nil {
+	if err := nsthread.Run(h, func() error { return os.WriteFile(path, []byte(val), 0o644) }); err != nil {
 		t.Fatalf("sysctl %s: %v", path, err)
 	}
 }
@@ -300,7 +301,7 @@ func (l *lab) startCheckService(t *testing.T) {
 		hl, tl net.Listener
 		pc     net.PacketConn
 	)
-	err := inNetns(l.inetNS, func() error {
+	err := nsthread.Run(l.inetNS, func() error {
 		var err error
 		if hl, err = net.Listen("tcp", labInetIP+":80"); err != nil {
 			return err
@@ -451,7 +452,7 @@ func (c *container) dial(ctx context.Context, network, addr string) (net.Conn, e
 		return nil, err
 	}
 	defer h.Close()
-	return dialInNetns(ctx, h, network, addr)
+	return nsthread.Dial(ctx, h, network, addr)
 }
 
 // httpGet fetches url from inside the container.
@@ -554,7 +555,7 @@ func (c *container) v6Disabled(t *testing.T) bool {
 	}
 	defer h.Close()
 	var off bool
-	if err := inNetns(h, func() error { off = ipv6Disabled(); return nil }); err != nil {
+	if err := nsthread.Run(h, func() error { off = ipv6Disabled(); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	return off

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/internal/nsthread"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/tunnel/outbound"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -265,7 +266,7 @@ func (m *Manager) prepare(hostID string, pid int, egressID, ifname string, resol
 		a.close()
 		return nil, nil, nil, false, err
 	}
-	if same, err := sameNetns(target); err != nil || same {
+	if same, err := nsthread.IsOwn(target); err != nil || same {
 		if err == nil {
 			err = errors.New("the process is in the server's own network namespace")
 		}
@@ -280,7 +281,7 @@ func (m *Manager) prepare(hostID string, pid int, egressID, ifname string, resol
 		}
 	}
 	var v6off bool
-	if err := inNetns(target, func() (err error) {
+	if err := nsthread.Run(target, func() (err error) {
 		v6off = ipv6Disabled()
 		if a.h, err = netlink.NewHandle(); err != nil {
 			return fmt.Errorf("netlink: %w", err)

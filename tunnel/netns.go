@@ -1,74 +1,18 @@
 package tunnel
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	goruntime "runtime"
 	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/internal/nsthread"
 )
-
-// InNetns is inNetns for other rooms' tools (the tunnel bench): fn runs on a dedicated OS
-// thread switched into target.
-func InNetns(target netns.NsHandle, fn func() error) error { return inNetns(target, fn) }
-
-// inNetns runs fn on a dedicated OS thread switched into the network namespace target,
-// then switches the thread back. Sockets and devices fn creates stay in target. If
-// switching back fails the thread is never unlocked, so the Go runtime ends it with its
-// goroutine instead of reusing a thread stuck in the other namespace; inNetns then
-// returns an error and the caller must release whatever fn created.
-func inNetns(target netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		goruntime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			goruntime.UnlockOSThread()
-			errc <- fmt.Errorf("current netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(target); err != nil {
-			goruntime.UnlockOSThread() // setns failed: the thread is still where it was.
-			errc <- fmt.Errorf("setns: %w", err)
-			return
-		}
-		fnErr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- fmt.Errorf("switching back to the server's netns failed (thread discarded): %w", err)
-			return // still locked: the thread dies with this goroutine.
-		}
-		goruntime.UnlockOSThread()
-		errc <- fnErr
-	}()
-	return <-errc
-}
-
-// dialInNetns connects a socket created inside target.
-func dialInNetns(ctx context.Context, target netns.NsHandle, network, addr string) (net.Conn, error) {
-	var (
-		c   net.Conn
-		err error
-	)
-	if nsErr := inNetns(target, func() error {
-		var d net.Dialer
-		c, err = d.DialContext(ctx, network, addr)
-		return nil
-	}); nsErr != nil {
-		if c != nil {
-			c.Close()
-		}
-		return nil, nsErr
-	}
-	return c, err
-}
 
 // nsTUN is a TUN device living in another network namespace. wireguard-go's native TUN
 // looks its MTU up by name in the namespace of whichever thread asks, which is the server's;
@@ -98,7 +42,7 @@ type NetnsBind struct {
 
 // Open implements conn.Bind.
 func (b *NetnsBind) Open(port uint16) (fns []conn.ReceiveFunc, actual uint16, err error) {
-	nsErr := inNetns(b.Netns, func() error {
+	nsErr := nsthread.Run(b.Netns, func() error {
 		fns, actual, err = b.Bind.Open(port)
 		return nil
 	})
@@ -115,7 +59,7 @@ func (b *NetnsBind) Open(port uint16) (fns []conn.ReceiveFunc, actual uint16, er
 // handle talks to target; the caller closes both.
 func CreateTUNInNetns(target netns.NsHandle, name string, mtu int) (tun.Device, *netlink.Handle, error) {
 	var h *netlink.Handle
-	if err := inNetns(target, func() (err error) { h, err = netlink.NewHandle(); return err }); err != nil {
+	if err := nsthread.Run(target, func() (err error) { h, err = netlink.NewHandle(); return err }); err != nil {
 		if h != nil {
 			h.Close()
 		}
@@ -132,7 +76,7 @@ func CreateTUNInNetns(target netns.NsHandle, name string, mtu int) (tun.Device, 
 // createTUN creates a TUN device named name inside target.
 func createTUN(target netns.NsHandle, name string, mtu int) (tun.Device, error) {
 	var dev tun.Device
-	err := inNetns(target, func() (err error) {
+	err := nsthread.Run(target, func() (err error) {
 		if dev, err = tun.CreateTUN(name, mtu); err != nil {
 			return fmt.Errorf("create tun %s: %w", name, err)
 		}
@@ -145,21 +89,6 @@ func createTUN(target netns.NsHandle, name string, mtu int) (tun.Device, error) 
 		return nil, err
 	}
 	return dev, nil
-}
-
-// sameNetns reports whether target is the server's own network namespace. That is the
-// namespace of the calling thread (every thread not inside inNetns is in it), not
-// /proc/<pid>/ns/net: that is the main thread's, and the main thread may be running an
-// inNetns function in a container's namespace at that very moment.
-func sameNetns(target netns.NsHandle) (bool, error) {
-	goruntime.LockOSThread()
-	self, err := netns.Get()
-	goruntime.UnlockOSThread()
-	if err != nil {
-		return false, err
-	}
-	defer self.Close()
-	return self.Equal(target), nil
 }
 
 // sameNamespaceLink reports whether /proc/<pid>/ns/<kind> is the server's own namespace.
@@ -176,7 +105,7 @@ func sameNamespace(pid int, kind string) (bool, error) {
 }
 
 // ipv6Disabled reads net.ipv6.conf.all.disable_ipv6 of the namespace of the calling
-// thread (call it inside inNetns).
+// thread (call it inside nsthread.Run).
 func ipv6Disabled() bool {
 	b, err := os.ReadFile("/proc/sys/net/ipv6/conf/all/disable_ipv6")
 	if errors.Is(err, os.ErrNotExist) {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/internal/nsthread"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/tunnel/outbound"
 	"github.com/miekg/dns"
 )
@@ -35,7 +36,7 @@ func testLogger(t *testing.T) *slog.Logger {
 
 // provDial and provListenPacket open sockets inside the provider namespace.
 func (l *lab) provDial(ctx context.Context, network, addr string) (net.Conn, error) {
-	return dialInNetns(ctx, l.provNS, network, addr)
+	return nsthread.Dial(ctx, l.provNS, network, addr)
 }
 
 func (l *lab) provListenPacket(ctx context.Context, network, addr string) (net.PacketConn, error) {
@@ -43,7 +44,7 @@ func (l *lab) provListenPacket(ctx context.Context, network, addr string) (net.P
 		pc  net.PacketConn
 		err error
 	)
-	if nsErr := inNetns(l.provNS, func() error {
+	if nsErr := nsthread.Run(l.provNS, func() error {
 		var lc net.ListenConfig
 		pc, err = lc.ListenPacket(ctx, network, addr)
 		return nil
@@ -113,7 +114,7 @@ func (l *lab) proxyListen(t *testing.T, addr netip.AddrPort, udp bool) (net.List
 		ln net.Listener
 		pc net.PacketConn
 	)
-	err := inNetns(l.provNS, func() error {
+	err := nsthread.Run(l.provNS, func() error {
 		for try := 0; ; try++ {
 			var err error
 			if ln, err = net.Listen("tcp", addr.String()); err != nil {
@@ -167,7 +168,7 @@ func (l *lab) serveProxy(t *testing.T, p *proxyServer, ln net.Listener, pc net.P
 func (l *lab) startUDPService(t *testing.T) {
 	t.Helper()
 	var pc net.PacketConn
-	if err := inNetns(l.inetNS, func() error {
+	if err := nsthread.Run(l.inetNS, func() error {
 		var err error
 		pc, err = net.ListenPacket("udp", net.JoinHostPort(labInetIP, strconv.Itoa(labUDPPort)))
 		return err

@@ -17,9 +17,9 @@ import (
 	"time"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/internal/nsthread"
 	"github.com/miekg/dns"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -347,7 +347,7 @@ func TestAttachIPv6IntoTunnel(t *testing.T) {
 	c := newNetnsContainer(t)
 	// A listener at the provider's tunnel address, reachable only through the tunnel.
 	var ln net.Listener
-	if err := inNetns(l.provNS, func() error {
+	if err := nsthread.Run(l.provNS, func() error {
 		var err error
 		ln, err = net.Listen("tcp6", "[fd00:66::1]:8080")
 		return err
@@ -417,15 +417,13 @@ func TestAttachRefusesUnsafeTargets(t *testing.T) {
 	}
 }
 
-// sameNetns tells the server's namespace from another even while goroutines hold threads
+// nsthread.IsOwn tells the server's namespace from another even while goroutines hold threads
 // in that other one: the main thread may be one of them, and /proc/<pid>/ns/net (the main
 // thread's) then names the other namespace, not the server's.
 func TestSameNetnsWhileThreadsAreElsewhere(t *testing.T) {
 	requireLab(t)
 	other := addNetns(t, "cctn"+randHex(3))
-	goruntime.LockOSThread()
-	self, err := netns.Get()
-	goruntime.UnlockOSThread()
+	self, err := nsthread.Own()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -442,7 +440,7 @@ func TestSameNetnsWhileThreadsAreElsewhere(t *testing.T) {
 					return
 				default:
 				}
-				if err := inNetns(other, func() error { time.Sleep(20 * time.Microsecond); return nil }); err != nil {
+				if err := nsthread.Run(other, func() error { time.Sleep(20 * time.Microsecond); return nil }); err != nil {
 					t.Error(err)
 					return
 				}
@@ -451,11 +449,11 @@ func TestSameNetnsWhileThreadsAreElsewhere(t *testing.T) {
 	}
 	n, wrong := 0, 0
 	for deadline := time.Now().Add(300 * time.Millisecond); time.Now().Before(deadline); n++ {
-		inOther, err := sameNetns(other)
+		inOther, err := nsthread.IsOwn(other)
 		if err != nil {
 			t.Fatal(err)
 		}
-		inSelf, err := sameNetns(self)
+		inSelf, err := nsthread.IsOwn(self)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -466,7 +464,7 @@ func TestSameNetnsWhileThreadsAreElsewhere(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	if wrong > 0 {
-		t.Fatalf("sameNetns mistook the server's namespace %d times in %d", wrong, n)
+		t.Fatalf("IsOwn mistook the server's namespace %d times in %d", wrong, n)
 	}
 }
 

@@ -6,30 +6,17 @@ import (
 
 	"github.com/vishvananda/netns"
 
-	"github.com/cloud-cli-proxy/cloud-cli-proxy/tunnel"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/internal/nsthread"
 )
 
-// inNetns runs fn on a locked OS thread switched into target (the tunnel room's own).
-func inNetns(target netns.NsHandle, fn func() error) error { return tunnel.InNetns(target, fn) }
+// inNetns runs fn on a locked OS thread switched into target.
+func inNetns(target netns.NsHandle, fn func() error) error { return nsthread.Run(target, fn) }
 
 // nsNet opens sockets inside one network namespace.
 type nsNet struct{ ns netns.NsHandle }
 
 func (n nsNet) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	var c net.Conn
-	var dialErr error
-	err := inNetns(n.ns, func() error {
-		var d net.Dialer
-		c, dialErr = d.DialContext(ctx, network, addr)
-		return nil
-	})
-	if err != nil {
-		if c != nil {
-			c.Close()
-		}
-		return nil, err
-	}
-	return c, dialErr
+	return nsthread.Dial(ctx, n.ns, network, addr)
 }
 
 func (n nsNet) listen(network, addr string) (net.Listener, error) {
