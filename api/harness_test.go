@@ -44,14 +44,25 @@ func withConfig(fn func(*app.Config)) envOption {
 
 func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
+	return newEnvOn(t, nil, opts...)
+}
+
+// newEnvOn is newEnv with the service's store wrapped by wrap (nil: the bbolt store itself),
+// for tests that watch what reaches the store.
+func newEnvOn(t *testing.T, wrap func(app.Store) app.Store, opts ...envOption) *env {
+	t.Helper()
 	acfg := api.Config{}
-	te := testenv.NewService(t, testenv.WithConfig(func(c *app.Config) {
+	teOpts := []testenv.Option{testenv.WithConfig(func(c *app.Config) {
 		c.TokenHashKey, c.ReconcileInterval = []byte("token-hash-key-for-tests"), -1
 	}), func(s *testenv.Setup) {
 		for _, o := range opts {
 			o(&s.Config, &s.Deps, &acfg)
 		}
-	})
+	}}
+	if wrap != nil {
+		teOpts = append(teOpts, testenv.WithStore(wrap))
+	}
+	te := testenv.NewService(t, teOpts...)
 	svc, db, clk := te.Service, te.DB, te.Clock
 	ctx := te.Start()
 	a := api.New(svc, acfg, te.Logger)

@@ -2,7 +2,6 @@ package api
 
 import (
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/julienschmidt/httprouter"
@@ -91,15 +90,11 @@ func (s *Server) registerRoutes() {
 
 	// Tasks, events, dashboard.
 	s.handle("GET", "/v1/admin/tasks", accessAdminRead, reply(s, 200, func(r *http.Request, _ httprouter.Params, p app.Principal) (list[app.Task], error) {
-		f := app.TaskFilter{HostID: r.URL.Query().Get("host_id")}
-		if v := r.URL.Query().Get("limit"); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > 1000 {
-				return nil, &app.Error{Kind: app.KindBadRequest, Code: "invalid_limit", Field: "limit", Message: "limit must be a number between 1 and 1000"}
-			}
-			f.Limit = n
+		n, err := app.ParseLimit(r.URL.Query().Get("limit"), app.MaxTaskLimit)
+		if err != nil {
+			return nil, err
 		}
-		ts, err := svc.ListTasks(r.Context(), p, f)
+		ts, err := svc.ListTasks(r.Context(), p, app.TaskFilter{HostID: r.URL.Query().Get("host_id"), Limit: n})
 		return list[app.Task]{"tasks": ts}, err
 	}))
 	s.handle("GET", "/v1/admin/tasks/:id", accessAdminRead, reply(s, 200, func(r *http.Request, ps httprouter.Params, p app.Principal) (app.Task, error) {
@@ -123,16 +118,11 @@ func parseEventQuery(r *http.Request) (app.EventQuery, error) {
 	bad := func(field, msg string) error {
 		return &app.Error{Kind: app.KindBadRequest, Code: "invalid_" + field, Field: field, Message: msg}
 	}
-	if s := v.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil {
-			return q, bad("limit", "limit must be a number between 1 and 500")
-		}
-		if n < 1 || n > 500 {
-			return q, bad("limit", "limit must be a number between 1 and 500")
-		}
-		q.Limit = n
+	n, err := app.ParseLimit(v.Get("limit"), app.MaxEventLimit)
+	if err != nil {
+		return q, err
 	}
+	q.Limit = n
 	for _, f := range []struct {
 		name string
 		dst  *time.Time

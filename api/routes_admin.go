@@ -2,16 +2,11 @@ package api
 
 import (
 	"net/http"
-	"time"
 
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
 )
-
-type expiryInput struct {
-	ExpiresAt *time.Time `json:"expires_at"`
-}
 
 func (s *Server) registerUserRoutes() {
 	svc := s.svc
@@ -37,8 +32,8 @@ func (s *Server) registerUserRoutes() {
 		return svc.RotatePassword(r.Context(), p, ps.ByName("id"))
 	}))
 	s.handle("PUT", "/v1/admin/users/:id/expiry", accessAdminWrite, reply(s, 200, func(r *http.Request, ps httprouter.Params, p app.Principal) (app.UserView, error) {
-		return withBody(nil, r, func(in expiryInput) (app.UserView, error) {
-			return svc.SetExpiry(r.Context(), p, ps.ByName("id"), in.ExpiresAt)
+		return withBody(nil, r, func(in app.ExpiryInput) (app.UserView, error) {
+			return svc.SetUserExpiry(r.Context(), p, ps.ByName("id"), in)
 		})
 	}))
 

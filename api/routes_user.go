@@ -1,10 +1,8 @@
 package api
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/julienschmidt/httprouter"
@@ -92,14 +90,7 @@ func (s *Server) registerTokenRoutes() {
 	s.registerCompatTokenRoutes()
 }
 
-// compatToken is the name-addressed token shape some clients expect at /_/token.
-type compatToken struct {
-	Name           *string `json:"name"`
-	ExpirationDate *int64  `json:"expiration_date"`
-	Active         *bool   `json:"active"`
-	Write          *bool   `json:"write"`
-}
-
+// compatView is a token in the name-addressed shape of /_/token (app.CompatTokenInput).
 type compatView struct {
 	ID             string     `json:"id"`
 	Name           string     `json:"name"`
@@ -123,45 +114,12 @@ func toCompat(t app.TokenView, value string) compatView {
 	return v
 }
 
-// input turns the compatible body into the native one: expiration_date in milliseconds is
-// the day it stops (00:00 UTC of that UTC date).
-func (c compatToken) input() (app.TokenInput, error) {
-	in := app.TokenInput{Name: c.Name, Active: c.Active, Write: c.Write}
-	if c.ExpirationDate != nil {
-		d := time.UnixMilli(*c.ExpirationDate).UTC().Format(time.DateOnly)
-		raw, _ := json.Marshal(d)
-		in.ExpiresAt = raw
-	}
-	return in, nil
-}
-
 func (s *Server) registerCompatTokenRoutes() {
 	svc := s.svc
-	named := func(c compatToken) (string, error) {
-		if c.Name == nil || strings.TrimSpace(*c.Name) == "" {
-			return "", &app.Error{Kind: app.KindInvalid, Code: "invalid_name", Field: "name", Message: "name is required"}
-		}
-		return strings.TrimSpace(*c.Name), nil
-	}
 	s.handle("POST", "/_/token", accessAuth, replySecret(s, 201, func(r *http.Request, _ httprouter.Params, p app.Principal) (compatView, error) {
-		return withBody(nil, r, func(c compatToken) (compatView, error) {
-			in, _ := c.input()
-			if c.Active != nil && !*c.Active {
-				in.Active = nil // create active, then deactivate below
-			}
-			t, err := svc.CreateToken(r.Context(), p, in)
-			if err != nil {
-				return compatView{}, err
-			}
-			if c.Active != nil && !*c.Active {
-				off := false
-				v, err := svc.UpdateToken(r.Context(), p, t.ID, app.TokenInput{Active: &off})
-				if err != nil {
-					return compatView{}, err
-				}
-				t.TokenView = v
-			}
-			return toCompat(t.TokenView, t.Token), nil
+		return withBody(nil, r, func(c app.CompatTokenInput) (compatView, error) {
+			t, err := svc.CreateCompatToken(r.Context(), p, c)
+			return toCompat(t.TokenView, t.Token), err
 		})
 	}))
 	s.handle("GET", "/_/token", accessAuth, reply(s, 200, func(r *http.Request, _ httprouter.Params, p app.Principal) ([]compatView, error) {
@@ -173,32 +131,14 @@ func (s *Server) registerCompatTokenRoutes() {
 		return out, err
 	}))
 	s.handle("PUT", "/_/token", accessAuth, reply(s, 200, func(r *http.Request, _ httprouter.Params, p app.Principal) (compatView, error) {
-		return withBody(nil, r, func(c compatToken) (compatView, error) {
-			name, err := named(c)
-			if err != nil {
-				return compatView{}, err
-			}
-			t, err := svc.GetTokenByName(r.Context(), p, name)
-			if err != nil {
-				return compatView{}, err
-			}
-			in, _ := c.input()
-			in.Name = nil
-			v, err := svc.UpdateToken(r.Context(), p, t.ID, in)
+		return withBody(nil, r, func(c app.CompatTokenInput) (compatView, error) {
+			v, err := svc.UpdateCompatToken(r.Context(), p, c)
 			return toCompat(v, ""), err
 		})
 	}))
 	s.handle("DELETE", "/_/token", accessAuth, s.noContent(func(r *http.Request, _ httprouter.Params, p app.Principal) error {
-		_, err := withBody(nil, r, func(c compatToken) (struct{}, error) {
-			name, err := named(c)
-			if err != nil {
-				return struct{}{}, err
-			}
-			t, err := svc.GetTokenByName(r.Context(), p, name)
-			if err != nil {
-				return struct{}{}, err
-			}
-			return struct{}{}, svc.RevokeToken(r.Context(), p, t.ID, false)
+		_, err := withBody(nil, r, func(c app.CompatTokenInput) (struct{}, error) {
+			return struct{}{}, svc.RevokeCompatToken(r.Context(), p, c)
 		})
 		return err
 	}))

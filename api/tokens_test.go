@@ -1160,11 +1160,11 @@ func TestTokenCompat(t *testing.T) {
 		}},
 		{"lower write", "PUT", "/_/token", jwt, map[string]any{"name": "legacy", "write": false}, 200, "", nil},
 		{"raise write", "PUT", "/_/token", jwt, map[string]any{"name": "legacy", "write": true}, 422, "invalid_write", nil},
-		{"past expiry", "PUT", "/_/token", jwt, map[string]any{"name": "legacy", "expiration_date": ms("2026-01-01")}, 422, "invalid_expires_at", nil},
+		{"past expiry", "PUT", "/_/token", jwt, map[string]any{"name": "legacy", "expiration_date": ms("2026-01-01")}, 422, "invalid_expiration_date", nil},
 		{"update without name", "PUT", "/_/token", jwt, map[string]any{"active": true}, 422, "invalid_name", nil},
 		{"update unknown name", "PUT", "/_/token", jwt, map[string]any{"name": "nope", "active": true}, 404, "not_found", nil},
 		{"update another user's token", "PUT", "/_/token", bob, map[string]any{"name": "legacy", "active": false}, 404, "not_found", nil},
-		{"create past expiry", "POST", "/_/token", jwt, map[string]any{"name": "old", "expiration_date": ms("2026-11-01")}, 422, "invalid_expires_at", nil},
+		{"create past expiry", "POST", "/_/token", jwt, map[string]any{"name": "old", "expiration_date": ms("2026-11-01")}, 422, "invalid_expiration_date", nil},
 		{"create duplicate", "POST", "/_/token", jwt, map[string]any{"name": "legacy"}, 409, "duplicate_token_name", nil},
 		{"value is gone", "GET", "/_/token/value?name=legacy", jwt, nil, 410, "token_value_unavailable", func(t *testing.T, r resp) {
 			var b struct{ Error struct{ Message string } }

@@ -112,8 +112,15 @@ func (s *Service) issueJWT(u User) (string, time.Time, error) {
 // Authenticate turns a bearer credential (a JWT or an access token) into a Principal. Every
 // failure is the same generic error.
 func (s *Service) Authenticate(ctx context.Context, ip, bearer string) (Principal, error) {
+	return s.AuthenticateRequest(ctx, ip, "", bearer)
+}
+
+// AuthenticateRequest is Authenticate for a door that knows the route asked for ("GET
+// /v1/tokens"): an access token's use is counted under it in the usage audit (aggregated in
+// memory per token and minute, written by FlushTokenUse).
+func (s *Service) AuthenticateRequest(ctx context.Context, ip, route, bearer string) (Principal, error) {
 	if strings.HasPrefix(bearer, TokenPrefix) {
-		return s.authenticateToken(ctx, ip, bearer)
+		return s.authenticateToken(ctx, ip, route, bearer)
 	}
 	if strings.Count(bearer, ".") == 2 {
 		return s.authenticateJWT(ctx, ip, bearer)
@@ -297,9 +304,14 @@ func (t *loginThrottle) succeed(keys ...string) {
 	}
 }
 
+// truncate cuts s to at most n characters (never inside one).
 func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
+	i := 0
+	for j := range s {
+		if i == n {
+			return s[:j]
+		}
+		i++
 	}
 	return s
 }

@@ -58,6 +58,16 @@ func (e *Error) Is(target error) bool {
 	return t.Code == "" || t.Code == e.Code
 }
 
+// Stable error codes of this package's refusals (besides the invalid_<field> of a refused
+// input field, "not_found" and "forbidden"); clients may rely on them.
+const (
+	// CodeLastAdmin refuses a change that would leave no active administrator: disabling,
+	// demoting, expiring or deleting the last one (409).
+	CodeLastAdmin = "last_admin"
+	// CodeInvalidLimit refuses a listing's limit outside its range (400).
+	CodeInvalidLimit = "invalid_limit"
+)
+
 // Sentinel errors for domain cases; match them with errors.Is.
 var (
 	ErrNotFound          = &Error{Kind: KindNotFound}

@@ -10,11 +10,11 @@ func (s *Service) ListEvents(ctx context.Context, p Principal, q EventQuery) (Ev
 	if err := s.requireAdminRead(p); err != nil {
 		return EventPage{}, err
 	}
+	if err := checkLimit(q.Limit, MaxEventLimit); err != nil {
+		return EventPage{}, err
+	}
 	if q.Limit == 0 {
 		q.Limit = 50
-	}
-	if q.Limit < 1 || q.Limit > 500 {
-		return EventPage{}, invalid("limit", "limit must be between 1 and 500")
 	}
 	if !q.Since.IsZero() && !q.Until.IsZero() && q.Until.Before(q.Since) {
 		return EventPage{}, invalid("until", "until must not be before since")
@@ -123,16 +123,18 @@ type Health struct {
 }
 
 // Health checks the database and the container engine. OK is false only when the database
-// is unusable; an engine that is down degrades the status.
+// is unusable; an engine that is down degrades the status. The engine's check is "agent"
+// (the API reference's name) and, the same, "docker".
 func (s *Service) Health(ctx context.Context) (Health, bool) {
-	h := Health{Status: "ok", Checks: map[string]string{"database": "ok", "docker": "ok"}}
+	h := Health{Status: "ok", Checks: map[string]string{"database": "ok", "agent": "ok", "docker": "ok"}}
 	ok := true
 	if err := s.store.Check(ctx); err != nil {
 		h.Checks["database"] = "error: " + err.Error()
 		h.Status, ok = "error", false
 	}
 	if err := s.runtime.Ping(ctx); err != nil {
-		h.Checks["docker"] = "error: " + AsError(err).Message
+		h.Checks["agent"] = "error: " + AsError(err).Message
+		h.Checks["docker"] = h.Checks["agent"]
 		if ok {
 			h.Status = "degraded"
 		}

@@ -211,6 +211,8 @@ type Event struct {
 	UserID     string    `json:"user_id,omitempty"`
 	HostID     string    `json:"host_id,omitempty"`
 	Message    string    `json:"message,omitempty"`
+	// Count is how many requests an aggregated event stands for (token.use); 0 for the rest.
+	Count int `json:"count,omitempty"`
 }
 
 // EventQuery filters events. Results are newest first.

@@ -82,6 +82,11 @@ func (s *Service) Start(ctx context.Context) (wait func(), err error) {
 		defer wg.Done()
 		s.sweep(ctx)
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.flushTokenUseLoop(ctx)
+	}()
 	if s.cfg.ReconcileInterval > 0 {
 		wg.Add(1)
 		go func() {
@@ -278,7 +283,10 @@ func (s *Service) ListTasks(ctx context.Context, p Principal, f TaskFilter) ([]T
 	if err := s.requireAdminRead(p); err != nil {
 		return nil, err
 	}
-	if f.Limit <= 0 || f.Limit > 1000 {
+	if err := checkLimit(f.Limit, MaxTaskLimit); err != nil {
+		return nil, err
+	}
+	if f.Limit == 0 {
 		f.Limit = 100
 	}
 	out := []Task{}

@@ -21,6 +21,9 @@ func TestDecodeEventMatchesEncodingJSON(t *testing.T) {
 		{Time: at(2), Message: `quote " backslash \ newline` + "\n tab\t"},
 		{Time: at(3), Message: "<html> & ünïcödé 日本 \u2028 emoji 🎉"},
 		{Time: at(4), ActorName: "bad utf8 \xff\xfe"},
+		{ID: "u", Time: at(5), Action: app.ActionTokenUse, TokenID: "t", Count: 1},
+		{ID: "v", Time: at(6), Action: app.ActionTokenUse, Count: 987654321, Message: "last request: GET /v1/tokens"},
+		{Time: at(7), Count: 1234567890},
 	}
 	for _, want := range events {
 		raw, err := json.Marshal(want)
@@ -49,6 +52,14 @@ func TestDecodeEventMatchesEncodingJSON(t *testing.T) {
 		`{"type":"a"}x`,
 		`{"time":"yesterday"}`,
 		`{"type":"a"`,
+		`{"count":007}`,
+		`{"count":-1}`,
+		`{"count":1.5}`,
+		`{"count":1e3}`,
+		`{"count":"3"}`,
+		`{"count":}`,
+		`{"count":99999999999999999999}`,
+		`{"count":12,"count":3}`,
 		`[]`,
 		``,
 	} {
@@ -65,6 +76,7 @@ func TestDecodeEventMatchesEncodingJSON(t *testing.T) {
 func FuzzDecodeEvent(f *testing.F) {
 	f.Add(`{"id":"a","time":"2025-01-01T00:00:00Z","type":"x","message":"hi"}`)
 	f.Add(`{"message":"a\"b"}`)
+	f.Add(`{"type":"token.use","count":12}`)
 	f.Fuzz(func(t *testing.T, raw string) {
 		var ref app.Event
 		refErr := json.Unmarshal([]byte(raw), &ref)
