@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -31,16 +32,14 @@ type LoginResult struct {
 // Login checks a username and password and issues a JWT.
 func (s *Service) Login(ctx context.Context, ip, username, password string) (LoginResult, error) {
 	now := s.Now()
-	if wait := s.throttle.blocked(now, "ip:"+ip, "user:"+username); wait > 0 {
-		e := s.event(Anonymous(ip), "auth.login", ResultDenied)
-		e.ActorName = truncate(username, 64)
-		e.Message = "throttled"
-		s.record(ctx, e)
-		return LoginResult{}, &Error{Kind: KindRateLimited, Code: "too_many_attempts", Message: "too many failed logins; try again later", RetryAfter: wait}
+	keys := throttleKeys("", ip, username)
+	if v := s.throttle.check(now, keys...); v.wait > 0 {
+		s.throttled(ctx, "auth.login", ip, username, v)
+		return LoginResult{}, tooManyAttempts(v.wait)
 	}
 	u, err := s.CheckPassword(ctx, username, password)
 	if err != nil {
-		s.throttle.fail(now, "ip:"+ip, "user:"+username)
+		s.throttle.fail(now, keys...)
 		e := s.event(Anonymous(ip), "auth.login", ResultFailure)
 		e.ActorName = truncate(username, 64)
 		if u.ID != "" {
@@ -50,7 +49,7 @@ func (s *Service) Login(ctx context.Context, ip, username, password string) (Log
 		s.record(ctx, e)
 		return LoginResult{}, errUnauthenticated()
 	}
-	s.throttle.succeed("user:" + username)
+	s.throttle.succeed(keys[0])
 	tok, _, err := s.issueJWT(u)
 	if err != nil {
 		return LoginResult{}, err
@@ -234,8 +233,11 @@ func (s *Service) RecordAuthFailure(ctx context.Context, ip, method, why string)
 	s.record(ctx, e)
 }
 
-// loginThrottle slows down password guessing per IP and per username, with exponential
-// back-off after a few failures.
+// loginThrottle slows down password guessing with exponential back-off after a few
+// failures, counted per key. Keys are per (IP, username) ("ipuser:"), per username ("user:")
+// and per IP ("ip:"), each class with its own free allowance: one user's typos lock out
+// only that user from that address, a username under attack from many addresses is slowed
+// down, and the much higher per-IP ceiling never stops the admin behind the same NAT.
 type loginThrottle struct {
 	mu      sync.Mutex
 	entries map[string]*throttleEntry
@@ -245,12 +247,69 @@ type throttleEntry struct {
 	failures int
 	until    time.Time
 	last     time.Time
+	refused  int       // refused attempts since the last throttle event of this key
+	reported time.Time // the window (its until) the last throttle event was for
 }
 
 const (
-	throttleFree = 5
-	throttleMax  = 15 * time.Minute
+	throttleFree     = 5  // per (IP, username)
+	throttleFreeUser = 20 // per username, from anywhere
+	throttleFreeIP   = 100
+	throttleMax      = 15 * time.Minute
 )
+
+// throttleFreeOf is the number of failures a key allows before it backs off.
+func throttleFreeOf(key string) int {
+	switch {
+	case strings.HasPrefix(key, "ip:"), strings.HasPrefix(key, "sship:"):
+		return throttleFreeIP
+	case strings.HasPrefix(key, "user:"), strings.HasPrefix(key, "sshuser:"):
+		return throttleFreeUser
+	}
+	return throttleFree
+}
+
+// throttleKeys are the keys of a sign-in of username from ip through a door ("" for the
+// REST API, "ssh" for the SSH doors): per (IP, username), per username, per IP.
+func throttleKeys(door, ip, username string) []string {
+	return []string{door + "ipuser:" + ip + "|" + username, door + "user:" + username, door + "ip:" + ip}
+}
+
+// throttleVerdict is a refusal of the throttle: how long to wait, and whether this refusal
+// is the first of its window (the one that gets an audit event; with it, how many were
+// refused without one in the window before).
+type throttleVerdict struct {
+	wait         time.Duration
+	report       bool
+	unreported   int
+	blockedUntil time.Time
+}
+
+// check is blocked for a door that audits: it tells which refusal to record.
+func (t *loginThrottle) check(now time.Time, keys ...string) throttleVerdict {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var v throttleVerdict
+	var worst *throttleEntry
+	for _, k := range keys {
+		if e := t.entries[k]; e != nil && now.Before(e.until) {
+			if d := e.until.Sub(now); d > v.wait {
+				v.wait, worst = d, e
+			}
+		}
+	}
+	if worst == nil {
+		return v
+	}
+	v.blockedUntil = worst.until
+	if worst.reported.Equal(worst.until) {
+		worst.refused++
+		return v
+	}
+	v.report, v.unreported = true, worst.refused
+	worst.refused, worst.reported = 0, worst.until
+	return v
+}
 
 func newLoginThrottle() *loginThrottle { return &loginThrottle{entries: map[string]*throttleEntry{}} }
 
@@ -286,8 +345,8 @@ func (t *loginThrottle) fail(now time.Time, keys ...string) {
 		}
 		e.failures++
 		e.last = now
-		if e.failures >= throttleFree {
-			d := time.Second << min(e.failures-throttleFree, 10)
+		if free := throttleFreeOf(k); e.failures >= free {
+			d := time.Second << min(e.failures-free, 10)
 			if d > throttleMax {
 				d = throttleMax
 			}
@@ -314,4 +373,23 @@ func truncate(s string, n int) string {
 		i++
 	}
 	return s
+}
+
+func tooManyAttempts(wait time.Duration) *Error {
+	return &Error{Kind: KindRateLimited, Code: "too_many_attempts", Message: "too many failed logins; try again later", RetryAfter: wait}
+}
+
+// throttled records the first refused sign-in of a throttle window as one event; the later
+// ones of the window are only counted, and that count goes into the next window's event.
+func (s *Service) throttled(ctx context.Context, action, ip, username string, v throttleVerdict) {
+	if !v.report {
+		return
+	}
+	e := s.event(Anonymous(ip), action, ResultDenied)
+	e.ActorName = truncate(username, 64)
+	e.Message = "throttled until " + v.blockedUntil.UTC().Format(time.RFC3339)
+	if v.unreported > 0 {
+		e.Message += fmt.Sprintf("; %d more attempts were refused in the previous window", v.unreported)
+	}
+	s.record(ctx, e)
 }

@@ -22,9 +22,10 @@ func ParseSSHLogin(login string) (username, shortID string) {
 func (s *Service) SSHPasswordLogin(ctx context.Context, ip, login, password string, gateway bool) (Principal, error) {
 	username, shortID := ParseSSHLogin(login)
 	now := s.Now()
-	if wait := s.throttle.blocked(now, "sship:"+ip, "sshuser:"+username); wait > 0 {
-		s.sshFailure(ctx, ip, username, "", "throttled")
-		return Principal{}, &Error{Kind: KindRateLimited, Code: "too_many_attempts", Message: "too many failed logins; try again later", RetryAfter: wait}
+	keys := throttleKeys("ssh", ip, username)
+	if v := s.throttle.check(now, keys...); v.wait > 0 {
+		s.throttled(ctx, "auth.ssh_login", ip, username, v)
+		return Principal{}, tooManyAttempts(v.wait)
 	}
 	var u User
 	var host Host
@@ -54,11 +55,11 @@ func (s *Service) SSHPasswordLogin(ctx context.Context, ip, login, password stri
 		ok = bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(password)) == nil
 	}
 	if !ok || !s.userMayLogin(u) {
-		s.throttle.fail(now, "sship:"+ip, "sshuser:"+username)
+		s.throttle.fail(now, keys...)
 		s.sshFailure(ctx, ip, username, u.ID, "invalid credentials")
 		return Principal{}, errUnauthenticated()
 	}
-	s.throttle.succeed("sshuser:" + username)
+	s.throttle.succeed(keys[0])
 	p := Principal{UserID: u.ID, Username: u.Username, Role: u.Role, Method: method, SourceIP: ip, Cred: credDigest(u.PasswordHash)}
 	if method == MethodSSHHostPassword {
 		p.Cred, p.CredHost = credDigest(host.SSHPasswordHash), host.ID
@@ -70,9 +71,10 @@ func (s *Service) SSHPasswordLogin(ctx context.Context, ip, login, password stri
 // Call it for the key that actually signed.
 func (s *Service) SSHKeyLogin(ctx context.Context, ip, login string, key ssh.PublicKey) (Principal, error) {
 	username, _ := ParseSSHLogin(login)
-	now := s.Now()
-	if wait := s.throttle.blocked(now, "sship:"+ip); wait > 0 {
-		return Principal{}, &Error{Kind: KindRateLimited, Code: "too_many_attempts", Message: "too many failed logins; try again later", RetryAfter: wait}
+	keys := throttleKeys("ssh", ip, username)
+	if v := s.throttle.check(s.Now(), keys...); v.wait > 0 {
+		s.throttled(ctx, "auth.ssh_login", ip, username, v)
+		return Principal{}, tooManyAttempts(v.wait)
 	}
 	fp := ssh.FingerprintSHA256(key)
 	var u User
@@ -90,13 +92,24 @@ func (s *Service) SSHKeyLogin(ctx context.Context, ip, login string, key ssh.Pub
 		return err
 	})
 	if err != nil || !found || !s.userMayLogin(u) {
-		// An offered key that is not the user's is normal (clients try several); only
-		// count it against the IP, without an event per key.
-		s.throttle.fail(now, "sship:"+ip)
+		// An offered key that is not the user's is normal (an agent offers several): not a
+		// failed login. The door reports the connection's failure once it finally fails
+		// (SSHLoginFailed).
 		return Principal{}, errUnauthenticated()
 	}
+	s.throttle.succeed(keys[0])
 	p := Principal{UserID: u.ID, Username: u.Username, Role: u.Role, Method: MethodSSHKey, SourceIP: ip, KeyFP: fp}
 	return s.sshSuccess(ctx, p, fp), nil
+}
+
+// SSHLoginFailed records that an SSH connection from ip for login finally failed to
+// authenticate with keys alone (it offered keys, none of them the user's, and gave up): one
+// failure for the throttle and one audit event, whatever the number of keys it offered.
+// Wrong passwords are counted as they happen (SSHPasswordLogin).
+func (s *Service) SSHLoginFailed(ctx context.Context, ip, login string) {
+	username, _ := ParseSSHLogin(login)
+	s.throttle.fail(s.Now(), throttleKeys("ssh", ip, username)...)
+	s.sshFailure(ctx, ip, username, "", "no offered key is one of the user's")
 }
 
 func (s *Service) sshSuccess(ctx context.Context, p Principal, fp string) Principal {

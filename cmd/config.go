@@ -28,6 +28,8 @@ type Config struct {
 	SSHGatewayCiphers string // validated, comma-separated; see gatewayCiphers
 	// SSHMaxSessionsPerUser is SSH_MAX_SESSIONS_PER_USER; 0 means no limit.
 	SSHMaxSessionsPerUser int
+	SSHLoginGrace         time.Duration
+	SSHMaxUnauthPerIP     int
 	LogFormat             string
 	LogLevel              string
 	RateLimitPerMinute    int
@@ -191,6 +193,8 @@ func Keys() []Key {
 			return addr(false, func(c *Config) *string { return &c.SSHProxyAddr })(c, v)
 		}},
 		{"SSH_MAX_SESSIONS_PER_USER", "10", "Most workspace sessions (shells, commands, sftp; over the gateway and the TUI door's shells) one user may have open at once; 0 means no limit. Port forwards, TUI screens and desktops do not count.", intIn(0, 100000, func(c *Config) *int { return &c.SSHMaxSessionsPerUser })},
+		{"SSH_LOGIN_GRACE", "30s", "Both SSH doors close a connection that has not authenticated this long after connecting (like OpenSSH's LoginGraceTime).", durationIn(time.Second, time.Hour, false, func(c *Config) *time.Duration { return &c.SSHLoginGrace })},
+		{"SSH_MAX_UNAUTH_PER_IP", "20", "Most connections one client address may hold open on each SSH door before they authenticate; more are refused.", intIn(1, 100000, func(c *Config) *int { return &c.SSHMaxUnauthPerIP })},
 		{"SSH_GATEWAY_CIPHERS", "aes128-gcm@openssh.com,aes256-gcm@openssh.com", "Ciphers the SSH gateway offers, comma-separated, in preference order. AES-GCM only by default: clients use their own first choice among the offer, and OpenSSH would otherwise pick chacha20-poly1305, which costs the gateway about 3x the CPU per byte. Add aes128-ctr for clients without GCM.", func(c *Config, v string) error {
 			supported := map[string]bool{}
 			for _, name := range gossh.SupportedAlgorithms().Ciphers {

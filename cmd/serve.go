@@ -262,7 +262,8 @@ func Serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		}
 		// The gateway also serves the door's Connect: enter on a host in the TUI opens its
 		// shell in the same session, through the gateway's checks and bridge.
-		gw, err = sshd.NewGateway(svc, sshd.GatewayConfig{HostSigner: signer, Logger: log, Ciphers: c.gatewayCiphers()})
+		gw, err = sshd.NewGateway(svc, sshd.GatewayConfig{HostSigner: signer, Logger: log, Ciphers: c.gatewayCiphers(),
+			LoginGrace: c.SSHLoginGrace, MaxUnauthPerIP: c.SSHMaxUnauthPerIP})
 		if err != nil && gwLn != nil {
 			return err
 		}
@@ -279,7 +280,7 @@ func Serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			log.Info("serving", "ssh_gateway", gwLn.Addr().String())
 		}
 		if doorLn != nil {
-			dcfg := sshd.DoorConfig{HostSigner: signer, Logger: log}
+			dcfg := sshd.DoorConfig{HostSigner: signer, Logger: log, LoginGrace: c.SSHLoginGrace, MaxUnauthPerIP: c.SSHMaxUnauthPerIP}
 			if gw != nil {
 				dcfg.Connect = gw.Shell
 			}

@@ -37,9 +37,12 @@ type DoorConfig struct {
 	// *app.Error it returns is shown in the TUI. When Connect is nil, enter ends the TUI
 	// and the door prints the host's access command instead.
 	Connect func(ctx context.Context, p app.Principal, hostID string, t Terminal) (int, error)
-	// LoginGrace bounds the time from connecting to the first session (handshake and
-	// authentication included); zero means 2 minutes.
+	// LoginGrace bounds the time from connecting to authenticating (SSH_LOGIN_GRACE, like
+	// OpenSSH's LoginGraceTime); zero means DefaultLoginGrace (30 s).
 	LoginGrace time.Duration
+	// MaxUnauthPerIP caps the connections one address may hold open before they
+	// authenticate; zero means DefaultMaxUnauthPerIP.
+	MaxUnauthPerIP int
 	// IdleTimeout closes connections without traffic for this long; zero means never.
 	IdleTimeout time.Duration
 }
@@ -47,10 +50,11 @@ type DoorConfig struct {
 // Door is the SSH server that runs the TUI (with a PTY) or a plain command (without one)
 // for admins, viewers and users, authenticated and authorized by app.Service.
 type Door struct {
-	svc *app.Service
-	cfg DoorConfig
-	log *slog.Logger
-	srv *ssh.Server
+	svc   *app.Service
+	cfg   DoorConfig
+	log   *slog.Logger
+	srv   *ssh.Server
+	guard *loginGuard
 
 	mu       sync.Mutex
 	closing  bool
@@ -79,11 +83,8 @@ func NewDoor(svc *app.Service, cfg DoorConfig) (*Door, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if cfg.LoginGrace <= 0 {
-		cfg.LoginGrace = 2 * time.Minute
-	}
 	d := &Door{svc: svc, cfg: cfg, log: cfg.Logger, sessions: map[ssh.Session]*doorSession{},
-		ptys: map[ssh.Session]ssh.Pty{}}
+		ptys: map[ssh.Session]ssh.Pty{}, guard: newLoginGuard(svc, cfg.LoginGrace, cfg.MaxUnauthPerIP)}
 	tuiHandler := bm.MiddlewareWithProgramHandler(d.program, termenv.Ascii)(d.afterTUI)
 	d.srv = &ssh.Server{
 		Version:     "cloud-cli-proxy",
@@ -96,7 +97,10 @@ func NewDoor(svc *app.Service, cfg DoorConfig) (*Door, error) {
 		KeyboardInteractiveHandler: d.keyboardAuth,
 		PublicKeyHandler:           d.keyAuth,
 		ConnCallback:               d.connCallback,
-		PtyHandler:                 d.ptyHandler,
+		ServerConfigCallback: func(ctx ssh.Context) *gossh.ServerConfig {
+			return &gossh.ServerConfig{AuthLogCallback: d.guard.authLog(ctx)}
+		},
+		PtyHandler: d.ptyHandler,
 		ConnectionFailedCallback: func(c net.Conn, err error) {
 			d.log.Debug("ssh door: connection failed", "remote", c.RemoteAddr().String(), "err", err)
 		},
@@ -154,7 +158,6 @@ func (d *Door) Shutdown(ctx context.Context) error {
 // ------------------------------------------------------------------ authentication
 
 type doorAuthKey struct{}
-type doorConnKey struct{}
 
 // doorAuth is what the auth callbacks of one connection learnt.
 type doorAuth struct {
@@ -184,7 +187,8 @@ func doorRemoteIP(a net.Addr) string {
 	return a.String()
 }
 
-// connCallback bounds the time to authenticate and open a session.
+// connCallback puts a new connection under the login guard (grace time, cap of
+// unauthenticated connections per address), unless the door is closing.
 func (d *Door) connCallback(ctx ssh.Context, c net.Conn) net.Conn {
 	d.mu.Lock()
 	closing := d.closing
@@ -192,36 +196,7 @@ func (d *Door) connCallback(ctx ssh.Context, c net.Conn) net.Conn {
 	if closing {
 		return nil
 	}
-	gc := &doorGraceConn{Conn: c, until: time.Now().Add(d.cfg.LoginGrace)}
-	_ = gc.SetDeadline(time.Time{})
-	ctx.SetValue(doorConnKey{}, gc)
-	return gc
-}
-
-// doorGraceConn caps the connection's deadline at the end of the login grace until a
-// session starts (the ssh package resets deadlines on every read for its idle timeout).
-type doorGraceConn struct {
-	net.Conn
-	mu    sync.Mutex
-	until time.Time // zero once a session has started
-}
-
-func (c *doorGraceConn) SetDeadline(t time.Time) error {
-	c.mu.Lock()
-	u := c.until
-	c.mu.Unlock()
-	if !u.IsZero() && (t.IsZero() || t.After(u)) {
-		t = u
-	}
-	return c.Conn.SetDeadline(t)
-}
-
-// endGrace lifts the cap: the connection has a session.
-func (c *doorGraceConn) endGrace() {
-	c.mu.Lock()
-	c.until = time.Time{}
-	c.mu.Unlock()
-	_ = c.Conn.SetDeadline(time.Time{})
+	return d.guard.wrap(ctx, c)
 }
 
 func (d *Door) passwordAuth(ctx ssh.Context, password string) bool {
@@ -309,9 +284,6 @@ type doorPtySession struct {
 func (s *doorPtySession) Pty() (ssh.Pty, <-chan ssh.Window, bool) { return s.pty, s.winch, true }
 
 func (d *Door) handle(s ssh.Session, tuiHandler ssh.Handler) {
-	if c, ok := s.Context().Value(doorConnKey{}).(*doorGraceConn); ok {
-		c.endGrace() // authenticated and in session: the login grace is over
-	}
 	d.mu.Lock()
 	pty, hasPty := d.ptys[s]
 	closing := d.closing

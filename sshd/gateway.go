@@ -23,6 +23,12 @@ type GatewayConfig struct {
 	HostSigner gossh.Signer
 	// IdleTimeout closes a connection after this long without any traffic. Zero: 30m.
 	IdleTimeout time.Duration
+	// LoginGrace closes a connection that has not authenticated this long after it
+	// connected (SSH_LOGIN_GRACE). Zero: DefaultLoginGrace (30 s).
+	LoginGrace time.Duration
+	// MaxUnauthPerIP caps the connections one address may hold open before they
+	// authenticate. Zero: DefaultMaxUnauthPerIP.
+	MaxUnauthPerIP int
 	// Logger receives connection and session logs. Nil: slog.Default().
 	Logger *slog.Logger
 	// Ciphers the gateway offers, in x/crypto/ssh names. Nil: DefaultGatewayCiphers
@@ -67,6 +73,8 @@ type Gateway struct {
 	log *slog.Logger
 	srv *ssh.Server
 
+	guard *loginGuard
+
 	mu sync.Mutex // guards the connection leases kept in ssh contexts
 }
 
@@ -98,7 +106,8 @@ func NewGateway(svc *app.Service, cfg GatewayConfig) (*Gateway, error) {
 	if len(cfg.Ciphers) == 0 {
 		cfg.Ciphers = DefaultGatewayCiphers
 	}
-	g := &Gateway{svc: svc, cfg: cfg, log: cfg.Logger.With("component", "ssh-gateway")}
+	g := &Gateway{svc: svc, cfg: cfg, log: cfg.Logger.With("component", "ssh-gateway"),
+		guard: newLoginGuard(svc, cfg.LoginGrace, cfg.MaxUnauthPerIP)}
 	srv, err := wish.NewServer(
 		wish.WithVersion("cloud-cli-proxy"),
 		func(s *ssh.Server) error { s.AddHostKey(cfg.HostSigner); return nil },
@@ -123,10 +132,16 @@ func NewGateway(svc *app.Service, cfg GatewayConfig) (*Gateway, error) {
 			s.RequestHandlers = map[string]ssh.RequestHandler{}
 			// A real terminal lives in the container: record the request, never emulate.
 			s.PtyHandler = g.ptyHandler
-			s.ServerConfigCallback = func(ssh.Context) *gossh.ServerConfig {
-				return &gossh.ServerConfig{Config: gossh.Config{Ciphers: cfg.Ciphers}}
+			s.ServerConfigCallback = func(ctx ssh.Context) *gossh.ServerConfig {
+				return &gossh.ServerConfig{Config: gossh.Config{Ciphers: cfg.Ciphers}, AuthLogCallback: g.guard.authLog(ctx)}
 			}
-			s.ConnCallback = func(_ ssh.Context, c net.Conn) net.Conn { return newGwConn(c) }
+			s.ConnCallback = func(ctx ssh.Context, c net.Conn) net.Conn {
+				gc := g.guard.wrap(ctx, c)
+				if gc == nil {
+					return nil
+				}
+				return newGwConn(gc)
+			}
 			s.ConnectionFailedCallback = func(conn net.Conn, err error) {
 				if !errors.Is(err, io.EOF) {
 					g.log.Debug("handshake failed", "remote", conn.RemoteAddr().String(), "err", err)
