@@ -477,7 +477,7 @@ func (c *doorShell) Run() error {
 		return err
 	}
 	c.d.log.Debug("ssh door: shell ended", "user", ds.p.Username, "host", c.hostID, "status", code)
-	return nil
+	return &tui.ShellExit{Code: code} // the TUI shows the exit status
 }
 
 // ------------------------------------------------------------------ window changes

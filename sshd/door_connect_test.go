@@ -58,8 +58,8 @@ func TestDoorConnectShell(t *testing.T) {
 		}
 	}
 
-	tm.typ("exit\r")
-	tm.waitWithin(20*time.Second, "connection to "+aHost.ShortID+" closed", "Hosts (1)", "running")
+	tm.typ("exit 3\r")
+	tm.waitWithin(20*time.Second, "connection to "+aHost.ShortID+" closed (exit status 3)", "Hosts (1)", "running")
 	// The keyboard is the TUI's again.
 	tm.typ(":keys\r")
 	tm.waitFor("[keys]")

@@ -43,6 +43,8 @@ func TestConnectHandsOver(t *testing.T) {
 	// (The screen masks short ids: the message names the host by a plain name here.)
 	d.send(connectedMsg{host: "myhost"})
 	d.contains("connection to myhost closed")
+	d.send(connectedMsg{host: "myhost", err: &ShellExit{Code: 3}})
+	d.contains("connection to myhost closed (exit status 3)")
 	d.send(connectedMsg{host: "myhost", err: &app.Error{Kind: app.KindUnavailable, Code: "x", Message: "your workspace could not be started"}})
 	d.contains("cannot connect to myhost: your workspace could not be started")
 	// From the detail screen too.

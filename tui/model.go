@@ -3,6 +3,7 @@ package tui
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 	"time"
@@ -165,7 +166,24 @@ type connectedMsg struct {
 	err  error
 }
 
+// ShellExit is what a Connect command returns when the shell it opened has ended: its exit
+// status (-1 when unknown: the connection went away or the session was ended). The TUI shows
+// it when it is back.
+type ShellExit struct{ Code int }
+
+func (e *ShellExit) Error() string { return fmt.Sprintf("shell exited with status %d", e.Code) }
+
 func (m *Model) connected(msg connectedMsg) {
+	var exit *ShellExit
+	if errors.As(msg.err, &exit) {
+		if exit.Code < 0 {
+			m.info("connection to " + msg.host + " closed (exit status unknown)")
+		} else {
+			m.info(fmt.Sprintf("connection to %s closed (exit status %d)", msg.host, exit.Code))
+		}
+		m.reloadAll()
+		return
+	}
 	if msg.err != nil {
 		m.flash = flash{text: "cannot connect to " + msg.host + ": " + strings.TrimPrefix(errorText(msg.err), "error: "), err: true}
 	} else {
