@@ -1,10 +1,11 @@
 package api
 
 import (
-	"fmt"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/julienschmidt/httprouter"
 
@@ -17,12 +18,22 @@ type passwordInput struct {
 
 var shortIDRE = regexp.MustCompile(`^[a-z2-7]{8}$`)
 
+// The bootstrap and entry routes are public: a bootstrap session is opened with the user's
+// password and answers, with the task, a secret; the task's status and handoff answer only a
+// request carrying that secret (Authorization: Bearer SECRET). Each JSON answer is also
+// offered as lines of KEY=VALUE (?format=shell), which the served scripts read without a JSON
+// parser.
 func (s *Server) registerBootstrapRoutes() {
 	svc := s.svc
 	s.handle("GET", "/v1/bootstrap/script", accessPublic, func(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
-		writeScript(w, bootstrapScript(baseURL(r)))
+		s.serveScript(w, r, "bootstrap.sh.tmpl", scriptData{Base: baseURL(r)})
 	})
 	s.handle("POST", "/v1/bootstrap/sessions", accessPublic, func(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+		shell, err := shellFormat(r)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
 		var in loginInput
 		if err := decode(w, r, &in); err != nil {
 			s.writeError(w, r, err)
@@ -33,23 +44,53 @@ func (s *Server) registerBootstrapRoutes() {
 			s.writeError(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusAccepted, res)
+		if shell {
+			writeShellLines(w, http.StatusAccepted, []kv{{"task_id", res.TaskID}, {"host_id", res.HostID},
+				{"status", res.Status}, {"status_url", res.StatusURL}, {"secret", res.Secret},
+				{"expires_at", res.ExpiresAt.UTC().Format(time.RFC3339)}})
+			return
+		}
+		writeSecret(w, http.StatusAccepted, res)
 	})
 	s.handle("GET", "/v1/bootstrap/tasks/:id", accessPublic, func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
-		res, err := svc.BootstrapTask(r.Context(), ps.ByName("id"))
+		shell, err := shellFormat(r)
 		if err != nil {
 			s.writeError(w, r, err)
+			return
+		}
+		res, err := svc.BootstrapTask(r.Context(), ps.ByName("id"), bearerCredential(r))
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if shell {
+			lines := []kv{{"id", res.ID}, {"kind", res.Kind}, {"state", res.State}}
+			if n := len(res.Steps); n > 0 {
+				lines = append(lines, kv{"step", res.Steps[n-1].Name}, kv{"step_state", res.Steps[n-1].State})
+			}
+			if res.Error != nil {
+				lines = append(lines, kv{"error_code", res.Error.Code}, kv{"error_message", res.Error.Message})
+			}
+			if res.Handof != "" {
+				lines = append(lines, kv{"handoff_url", res.Handof})
+			}
+			writeShellLines(w, http.StatusOK, lines)
 			return
 		}
 		writeJSON(w, http.StatusOK, res)
 	})
 	s.handle("GET", "/v1/bootstrap/tasks/:id/handoff", accessPublic, func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
-		res, err := svc.BootstrapHandoff(r.Context(), ps.ByName("id"))
+		shell, err := shellFormat(r)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, res)
+		res, err := svc.BootstrapHandoff(r.Context(), ps.ByName("id"), bearerCredential(r))
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		s.writeHandoff(w, shell, res)
 	})
 	s.handle("GET", "/entry/:shortId", accessPublic, func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
 		id := ps.ByName("shortId")
@@ -57,9 +98,14 @@ func (s *Server) registerBootstrapRoutes() {
 			s.writeError(w, r, &app.Error{Kind: app.KindNotFound, Code: "not_found", Message: "no such entry link"})
 			return
 		}
-		writeScript(w, entryScript(baseURL(r), id))
+		s.serveScript(w, r, "entry.sh.tmpl", scriptData{Base: baseURL(r), ShortID: id})
 	})
 	s.handle("POST", "/v1/entry/:shortId/auth", accessPublic, func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+		shell, err := shellFormat(r)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
 		var in passwordInput
 		if err := decode(w, r, &in); err != nil {
 			s.writeError(w, r, err)
@@ -70,10 +116,25 @@ func (s *Server) registerBootstrapRoutes() {
 			s.writeError(w, r, err)
 			return
 		}
-		writeSecret(w, http.StatusOK, res)
+		s.writeHandoff(w, shell, res)
 	})
 }
 
+func (s *Server) writeHandoff(w http.ResponseWriter, shell bool, h app.Handoff) {
+	if !shell {
+		writeSecret(w, http.StatusOK, h)
+		return
+	}
+	lines := []kv{{"ssh_host", h.SSHHost}, {"ssh_port", strconv.Itoa(h.SSHPort)}, {"ssh_user", h.SSHUser}}
+	if h.SSHPass != "" {
+		lines = append(lines, kv{"ssh_pass", h.SSHPass})
+	}
+	writeShellLines(w, http.StatusOK, append(lines, kv{"command", h.Command}))
+}
+
+// baseURL is the server's address as the client reached it, for the served scripts. A Host
+// header with characters no host name has falls back to localhost:8080 (the scripts quote it
+// either way).
 func baseURL(r *http.Request) string {
 	scheme := "http"
 	if r.TLS != nil {
@@ -84,55 +145,4 @@ func baseURL(r *http.Request) string {
 		host = "localhost:8080"
 	}
 	return scheme + "://" + host
-}
-
-func writeScript(w http.ResponseWriter, body string) {
-	w.Header().Set("Content-Type", "text/x-shellscript; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write([]byte(body))
-}
-
-// bootstrapScript asks for a username and password, starts a bootstrap session, waits for
-// its task and connects with ssh.
-func bootstrapScript(base string) string {
-	return fmt.Sprintf(`#!/usr/bin/env bash
-# cloud-cli-proxy bootstrap: log in, wait for your workspace, connect over SSH.
-set -euo pipefail
-BASE=%q
-json_get() { sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\).*/\1/p" | head -n1; }
-read -rp "Username: " CCP_USER </dev/tty
-read -rsp "Password: " CCP_PASS </dev/tty; echo
-body=$(printf '{"username":"%%s","password":"%%s"}' "$CCP_USER" "$CCP_PASS")
-resp=$(curl -sS -X POST "$BASE/v1/bootstrap/sessions" -H 'Content-Type: application/json' -d "$body")
-task=$(printf '%%s' "$resp" | json_get task_id)
-[ -n "$task" ] || { echo "login failed: $resp" >&2; exit 1; }
-for i in $(seq 1 300); do
-  st=$(curl -sS "$BASE/v1/bootstrap/tasks/$task" | json_get state)
-  case "$st" in
-    succeeded) break ;;
-    failed) echo "workspace could not be prepared: $(curl -sS "$BASE/v1/bootstrap/tasks/$task")" >&2; exit 1 ;;
-  esac
-  sleep 1
-done
-h=$(curl -sS "$BASE/v1/bootstrap/tasks/$task/handoff")
-exec ssh -p "$(printf '%%s' "$h" | json_get ssh_port)" "$(printf '%%s' "$h" | json_get ssh_user)@$(printf '%%s' "$h" | json_get ssh_host)"
-`, base)
-}
-
-// entryScript asks for the owner's password of one host and connects with the SSH password
-// the server hands out.
-func entryScript(base, shortID string) string {
-	return fmt.Sprintf(`#!/usr/bin/env bash
-# cloud-cli-proxy entry link for host %s
-set -euo pipefail
-BASE=%q
-json_get() { sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\).*/\1/p" | head -n1; }
-read -rsp "Password: " CCP_PASS </dev/tty; echo
-resp=$(curl -sS -X POST "$BASE/v1/entry/%s/auth" -H 'Content-Type: application/json' -d "$(printf '{"password":"%%s"}' "$CCP_PASS")")
-user=$(printf '%%s' "$resp" | json_get ssh_user)
-[ -n "$user" ] || { echo "authentication failed: $resp" >&2; exit 1; }
-echo "SSH password (valid until the next entry login): $(printf '%%s' "$resp" | json_get ssh_pass)"
-exec ssh -p "$(printf '%%s' "$resp" | json_get ssh_port)" "$user@$(printf '%%s' "$resp" | json_get ssh_host)"
-`, shortID, base, shortID)
 }
