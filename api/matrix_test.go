@@ -40,6 +40,9 @@ type matrixFixture struct {
 	hostA, shortA       string
 	taskA               string // a succeeded task of host A
 	egress              string // shared egress IP (GET, PUT, test)
+	// afterConsume runs after a row that consumed its credential: a password change revokes
+	// every access token of the account, so token callers get new ones.
+	afterConsume []func()
 }
 
 const (
@@ -303,6 +306,12 @@ func (f *matrixFixture) specs() map[string]mxSpec {
 	add("DELETE /v1/admin/users/:id", mxSpec{access: mxAdminWrite, ok: 204, req: freshUser("/v1/admin/users/:id", nil)})
 	add("POST /v1/admin/users/:id/rotate-password", mxSpec{access: mxAdminWrite, ok: 200, req: freshUser("/v1/admin/users/:id/rotate-password", nil)})
 	add("PUT /v1/admin/users/:id/expiry", mxSpec{access: mxAdminWrite, ok: 200, req: freshUser("/v1/admin/users/:id/expiry", map[string]any{"expires_at": "2030-01-01T00:00:00Z"})})
+	add("GET /v1/admin/sessions", mxSpec{access: mxAdminRead, ok: 200, req: mxStatic("/v1/admin/sessions")})
+	add("GET /v1/admin/users/:id/sessions", mxSpec{access: mxAdminRead, ok: 200, req: func(*mxCaller) (string, any) {
+		return "/v1/admin/users/" + f.userID + "/sessions", nil
+	}})
+	add("DELETE /v1/admin/users/:id/sessions", mxSpec{access: mxAdminWrite, ok: 200, req: freshUser("/v1/admin/users/:id/sessions", nil)})
+	add("GET /v1/user/sessions", mxSpec{access: mxAuth, ok: 200, req: mxStatic("/v1/user/sessions")})
 	add("GET /v1/admin/users/:id/ssh-keys", mxSpec{access: mxAdminRead, ok: 200, req: func(*mxCaller) (string, any) {
 		return "/v1/admin/users/" + f.userID + "/ssh-keys", nil
 	}})
@@ -450,6 +459,9 @@ func (f *matrixFixture) runRow(t *testing.T, r api.Route, s mxSpec, c *mxCaller)
 	res := e.raw(r.Method, path, bearer, body)
 	if s.consumes {
 		f.relogin()
+		for _, fn := range f.afterConsume {
+			fn()
+		}
 	}
 	want, code := f.expect(r, s, c)
 	if res.Status != want {
@@ -615,10 +627,15 @@ func TestAccessTokenMatrix(t *testing.T) {
 	f := newMatrixFixture(t)
 	e := f.e
 
-	_, _, adminWrite := f.newToken(e.admin, true)
-	_, _, adminRead := f.newToken(e.admin, false)
-	_, _, viewerTok := f.newToken(f.viewerJWT, true) // asks for write: a viewer's token is read-only anyway
-	_, _, userTok := f.newToken(f.userJWT, true)
+	var adminWrite, adminRead, viewerTok, userTok string
+	mint := func() {
+		_, _, adminWrite = f.newToken(e.admin, true)
+		_, _, adminRead = f.newToken(e.admin, false)
+		_, _, viewerTok = f.newToken(f.viewerJWT, true) // asks for write: a viewer's token is read-only anyway
+		_, _, userTok = f.newToken(f.userJWT, true)
+	}
+	mint()
+	f.afterConsume = append(f.afterConsume, mint)
 	revokedID, _, revoked := f.newToken(e.admin, true)
 	e.do("DELETE", "/v1/tokens/"+revokedID, e.admin, nil, 204, nil)
 	inactiveID, _, inactive := f.newToken(e.admin, true)
@@ -629,16 +646,17 @@ func TestAccessTokenMatrix(t *testing.T) {
 	e.do("PATCH", "/v1/admin/users/"+disabledID, e.admin, map[string]any{"status": "disabled"}, 200, nil)
 
 	constant := func(v string) func() string { return func() string { return v } }
+	current := func(v *string) func() string { return func() string { return *v } }
 	adminOwner := func() string { return e.admin }
 	callers := []*mxCaller{
 		{name: "admin token", valid: true, role: "admin", userID: e.adminID, token: true, write: true, password: mxAdminPassword,
-			bearer: constant(adminWrite), owner: adminOwner},
+			bearer: current(&adminWrite), owner: adminOwner},
 		{name: "admin read-only token", valid: true, role: "admin", userID: e.adminID, token: true, password: mxAdminPassword,
-			bearer: constant(adminRead), owner: adminOwner},
+			bearer: current(&adminRead), owner: adminOwner},
 		{name: "viewer token", valid: true, role: "viewer", userID: f.viewerID, token: true, password: mxPW(mxViewer),
-			bearer: constant(viewerTok), owner: func() string { return f.viewerJWT }},
+			bearer: current(&viewerTok), owner: func() string { return f.viewerJWT }},
 		{name: "user token", valid: true, role: "user", userID: f.userID, token: true, write: true, password: mxPW(mxUser),
-			bearer: constant(userTok), owner: func() string { return f.userJWT }},
+			bearer: current(&userTok), owner: func() string { return f.userJWT }},
 		{name: "revoked token", userID: e.adminID, token: true, password: mxAdminPassword, bearer: constant(revoked), owner: adminOwner},
 		{name: "inactive token", userID: e.adminID, token: true, password: mxAdminPassword, bearer: constant(inactive), owner: adminOwner},
 		{name: "disabled user's token", userID: disabledID, token: true, password: mxPW(mxDisabled), bearer: constant(disabledTok), owner: adminOwner},

@@ -18,14 +18,14 @@ type killResult struct {
 func (s *Server) registerSessionRoutes() {
 	svc := s.svc
 	s.handle("GET", "/v1/admin/sessions", accessAdminRead, reply(s, 200, func(r *http.Request, _ httprouter.Params, p app.Principal) (list[app.SessionInfo], error) {
-		ss, err := svc.ListSessions(r.Context(), p, r.URL.Query().Get("user_id"))
+		ss, err := svc.AdminListSessions(r.Context(), p, r.URL.Query().Get("user_id"))
 		return list[app.SessionInfo]{"sessions": ss}, err
 	}))
 	s.handle("GET", "/v1/admin/users/:id/sessions", accessAdminRead, reply(s, 200, func(r *http.Request, ps httprouter.Params, p app.Principal) (list[app.SessionInfo], error) {
 		if _, err := svc.GetUser(r.Context(), p, ps.ByName("id")); err != nil {
 			return nil, err
 		}
-		ss, err := svc.ListSessions(r.Context(), p, ps.ByName("id"))
+		ss, err := svc.AdminListSessions(r.Context(), p, ps.ByName("id"))
 		return list[app.SessionInfo]{"sessions": ss}, err
 	}))
 	s.handle("DELETE", "/v1/admin/users/:id/sessions", accessAdminWrite, reply(s, 200, func(r *http.Request, ps httprouter.Params, p app.Principal) (killResult, error) {
@@ -33,7 +33,7 @@ func (s *Server) registerSessionRoutes() {
 		return killResult{Ended: n}, err
 	}))
 	s.handle("GET", "/v1/user/sessions", accessAuth, reply(s, 200, func(r *http.Request, _ httprouter.Params, p app.Principal) (list[app.SessionInfo], error) {
-		ss, err := svc.ListSessions(r.Context(), p, p.UserID)
+		ss, err := svc.ListSessions(r.Context(), p)
 		return list[app.SessionInfo]{"sessions": ss}, err
 	}))
 }

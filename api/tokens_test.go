@@ -718,33 +718,38 @@ func TestTokenNoEscalation(t *testing.T) {
 }
 
 // The user's state is checked on every request: disabled, expired, deleted users' tokens are
-// 401 on the very next request, and work again when the account does.
+// 401 on the very next request. An expired account's tokens work again when the account
+// does; disabling, deleting or changing the password revokes them for good.
 func TestTokenUserState(t *testing.T) {
 	cases := []struct {
 		name    string
 		act     func(e *env, uid string)
 		restore func(e *env, uid string) // nil: no way back
+		revokes bool                     // the tokens are gone: restoring does not bring them back
 	}{
 		{"disabled", func(e *env, uid string) {
 			e.do("PATCH", "/v1/admin/users/"+uid, e.admin, map[string]any{"status": "disabled"}, 200, nil)
 		}, func(e *env, uid string) {
 			e.do("PATCH", "/v1/admin/users/"+uid, e.admin, map[string]any{"status": "active"}, 200, nil)
-		}},
+		}, true},
+		{"password rotated", func(e *env, uid string) {
+			e.do("POST", "/v1/admin/users/"+uid+"/rotate-password", e.admin, nil, 200, nil)
+		}, func(e *env, uid string) {}, true},
 		{"expired by the clock", func(e *env, uid string) {
 			e.do("PUT", "/v1/admin/users/"+uid+"/expiry", e.admin, map[string]any{"expires_at": tokStart.Add(time.Hour)}, 200, nil)
 			tokWorks(e, e.login("alice", "password-alice"), "user before expiry")
 			e.clock.Add(time.Hour)
 		}, func(e *env, uid string) {
 			e.do("PUT", "/v1/admin/users/"+uid+"/expiry", e.admin, map[string]any{"expires_at": nil}, 200, nil)
-		}},
+		}, false},
 		{"expiry set in the past", func(e *env, uid string) {
 			e.do("PUT", "/v1/admin/users/"+uid+"/expiry", e.admin, map[string]any{"expires_at": tokStart.Add(-time.Hour)}, 200, nil)
 		}, func(e *env, uid string) {
 			e.do("PUT", "/v1/admin/users/"+uid+"/expiry", e.admin, map[string]any{"expires_at": tokStart.AddDate(1, 0, 0)}, 200, nil)
-		}},
+		}, false},
 		{"deleted", func(e *env, uid string) {
 			e.do("DELETE", "/v1/admin/users/"+uid, e.admin, nil, 204, nil)
-		}, nil},
+		}, nil, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -758,11 +763,15 @@ func TestTokenUserState(t *testing.T) {
 				tokRejected(e, v, "right after "+tc.name)
 				tokWant401(t, e.raw("POST", "/v1/tokens", v, map[string]any{"name": "x", "write": false}), "mutation after "+tc.name)
 			}
-			if tc.restore == nil {
+			if tc.restore == nil || tc.revokes {
+				if tc.restore != nil {
+					tc.restore(e, uid)
+					tokRejected(e, tok.Token, "after restoring the account ("+tc.name+" revoked it)")
+				}
 				var all struct{ Tokens []app.TokenView }
 				e.do("GET", "/v1/admin/tokens?user_id="+url.QueryEscape(uid), e.admin, nil, 200, &all)
 				if len(all.Tokens) != 0 {
-					t.Errorf("deleted user's tokens still stored: %+v", all.Tokens)
+					t.Errorf("%s: tokens still stored: %+v", tc.name, all.Tokens)
 				}
 				return
 			}
@@ -1323,10 +1332,13 @@ func TestTokenValueNeverLeaks(t *testing.T) {
 	e.raw("GET", "/v1/tokens/"+ro.Token, jwt, nil) // a value in a path
 	e.raw("GET", "/v1/no-such-route", regen.Token, nil)
 	e.raw("POST", "/v1/tokens", regen.Token, `{"name": "`+regen.Token+`", "expires_in_days": 14}`)
-	e.do("POST", "/v1/admin/users", adm.Token, map[string]any{"username": "carol", "password": "password-carol"}, 201, nil)
-	e.do("PATCH", "/v1/admin/users/"+uid, adm.Token, map[string]any{"status": "disabled"}, 200, nil)
+	var carol struct{ ID string }
+	e.do("POST", "/v1/admin/users", adm.Token, map[string]any{"username": "carol", "password": "password-carol"}, 201, &carol)
+	// (Disabling alice would revoke her tokens for good: disable another account.)
+	e.do("PATCH", "/v1/admin/users/"+carol.ID, adm.Token, map[string]any{"status": "disabled"}, 200, nil)
 	e.raw("GET", "/v1/auth/me", regen.Token, nil)
-	e.do("PATCH", "/v1/admin/users/"+uid, adm.Token, map[string]any{"status": "active"}, 200, nil)
+	e.do("PATCH", "/v1/admin/users/"+carol.ID, adm.Token, map[string]any{"status": "active"}, 200, nil)
+	_ = uid
 	jwt = e.login("alice", "password-alice")
 
 	viewKeys := []string{"active", "created_at", "expired", "expires_at", "hint", "id", "last_used_at", "last_used_ip", "name", "updated_at", "user_id", "write"}

@@ -291,22 +291,31 @@ func tuiSessionsOf(userID string) func(SessionInfo) bool {
 	}
 }
 
-// ListSessions lists the open sessions: every one for admins and viewers (userID "" = all
-// users), the caller's own otherwise.
-func (s *Service) ListSessions(ctx context.Context, p Principal, userID string) ([]SessionInfo, error) {
+// ListSessions lists the caller's own open sessions.
+func (s *Service) ListSessions(ctx context.Context, p Principal) ([]SessionInfo, error) {
 	if err := s.requireAuth(p); err != nil {
 		return nil, err
 	}
-	if p.Role != RoleAdmin && p.Role != RoleViewer {
-		userID = p.UserID
+	return s.listSessions(p.UserID), nil
+}
+
+// AdminListSessions lists open sessions for admins and viewers: one user's, or every one
+// when userID is "".
+func (s *Service) AdminListSessions(ctx context.Context, p Principal, userID string) ([]SessionInfo, error) {
+	if err := s.requireAdminRead(p); err != nil {
+		return nil, err
 	}
+	return s.listSessions(userID), nil
+}
+
+func (s *Service) listSessions(userID string) []SessionInfo {
 	ls := s.sessionsWhere(func(i SessionInfo) bool { return userID == "" || i.UserID == userID })
 	out := make([]SessionInfo, 0, len(ls))
 	for _, l := range ls {
 		out = append(out, l.info)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].StartedAt.Before(out[j].StartedAt) })
-	return out, nil
+	return out
 }
 
 // KillUserSessions ends every open session of a user at once (admins). It returns how many
