@@ -24,6 +24,8 @@ var fuzzInputs = []struct {
 	{"PatchUserInput", func() any { return new(app.PatchUserInput) }},
 	{"ChangePasswordInput", func() any { return new(app.ChangePasswordInput) }},
 	{"AddKeyInput", func() any { return new(app.AddKeyInput) }},
+	{"ExpiryInput", func() any { return new(app.ExpiryInput) }},
+	{"CompatTokenInput", func() any { return new(app.CompatTokenInput) }},
 }
 
 // fuzzCheckDecodeErr: nil, or an *app.Error of KindBadRequest/KindTooLarge with a code and message.
