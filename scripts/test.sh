@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of cloud-cli-proxy: installs what the tests need (Debian packages, the offline
-# test image), vets, fuzzes briefly, then runs the whole Go test suite.
+# test image), lints (scripts/lint.sh), fuzzes briefly, then runs the whole Go test suite.
 # With CI=true, tests that need the Docker engine or root fail loudly instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,8 +9,12 @@ export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH 2>/dev/null)/bin"
 
 # Debian packages the tests use: ip/nft for the egress lab, the OpenSSH client for the SSH
 # doors' end-to-end tests, debootstrap for the offline image, chromium for the browser
-# desktop test (api/vnc_test.go drives noVNC through the VNC proxy with chromedp).
+# desktop test (api/vnc_test.go drives noVNC through the VNC proxy with chromedp),
+# shellcheck for the served bootstrap/entry scripts (api/script_test.go; fails with CI=true
+# when missing), curl for running those scripts on a terminal.
 need=()
+command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
@@ -47,8 +51,10 @@ else
   echo "== Docker engine not reachable: engine tests will skip"
 fi
 
-echo "== go vet"
-go vet ./...
+# A lint failure fails the run, but only after the tests: their results are worth having too.
+echo "== lint (scripts/lint.sh: gofmt, go vet, staticcheck, go mod tidy; the same as task lint)"
+lint_ok=true
+bash scripts/lint.sh || lint_ok=false
 
 if [ -f scripts/fuzz.sh ]; then
   echo "== fuzzing briefly"
@@ -57,3 +63,8 @@ fi
 
 echo "== go test"
 go test -count=1 -timeout 20m ./...
+
+if [ "$lint_ok" != true ]; then
+  echo "the tests passed but lint failed (see == lint above; run: bash scripts/lint.sh)" >&2
+  exit 1
+fi
