@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -15,7 +16,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/google/uuid"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/egressconf"
 )
 
 // EgressInput is the body of an egress IP creation; on update every field is optional.
@@ -75,7 +76,7 @@ func ValidateEgress(e *EgressIP) error {
 	if !labelRE.MatchString(e.Label) {
 		return invalid("label", "label must be 1-64 characters of letters, digits, '.', '_', '-' or space")
 	}
-	ip, err := parseZonelessAddr(e.IPAddress)
+	ip, err := egressconf.ParseAddr(e.IPAddress)
 	if err != nil {
 		return invalid("ip_address", "ip_address must be an IPv4 or IPv6 address")
 	}
@@ -156,7 +157,7 @@ func validateWireGuard(e *EgressIP) error {
 	}
 	e.WGAllowedIPs = strings.Join(parts, ", ")
 	if e.WGDNSServer != "" {
-		a, err := parseZonelessAddr(e.WGDNSServer)
+		a, err := egressconf.ParseAddr(e.WGDNSServer)
 		if err != nil {
 			return invalid("wg_dns_server", "wg_dns_server must be an IP address")
 		}
@@ -182,27 +183,11 @@ func validateWireGuard(e *EgressIP) error {
 	return nil
 }
 
-// parseZonelessAddr parses an IP address without a zone: a zone ("fe80::1%eth0") names a
-// local interface, which means nothing for a remote peer, and may hold any character, even
-// a newline that would end a line of a tunnel config.
-func parseZonelessAddr(s string) (netip.Addr, error) {
-	a, err := netip.ParseAddr(s)
-	if err == nil && a.Zone() != "" {
-		return netip.Addr{}, fmt.Errorf("address %q has a zone", s)
-	}
-	return a, err
-}
-
-var hostnameRE = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$`)
-
 func validateServer(field, host string) error {
 	if host == "" {
 		return invalid(field, "%s is required", field)
 	}
-	if _, err := parseZonelessAddr(host); err == nil {
-		return nil
-	}
-	if len(host) > 253 || !hostnameRE.MatchString(host) {
+	if !egressconf.IsHost(host) {
 		return invalid(field, "%s must be a host name or IP address", field)
 	}
 	return nil
@@ -230,152 +215,23 @@ func validateHostPort(field, hp string) error {
 	return validatePort(field, n)
 }
 
-// ProxyConfig is the part of a sing-box outbound this product understands. Other sing-box
-// fields are kept as given.
-type ProxyConfig struct {
-	Type       string    `json:"type"`
-	Server     string    `json:"server"`
-	ServerPort int       `json:"server_port"`
-	Username   string    `json:"username,omitempty"`
-	Password   string    `json:"password,omitempty"`
-	Method     string    `json:"method,omitempty"`
-	UUID       string    `json:"uuid,omitempty"`
-	Security   string    `json:"security,omitempty"`
-	AlterID    *int      `json:"alter_id,omitempty"`
-	Flow       string    `json:"flow,omitempty"`
-	Version    string    `json:"version,omitempty"`
-	TLS        *ProxyTLS `json:"tls,omitempty"`
-	Network    string    `json:"network,omitempty"`
-	Extra      []string  `json:"-"`
-	raw        map[string]json.RawMessage
-}
-
-// ProxyTLS is the TLS block of an outbound.
-type ProxyTLS struct {
-	Enabled    bool     `json:"enabled"`
-	ServerName string   `json:"server_name,omitempty"`
-	Insecure   bool     `json:"insecure,omitempty"`
-	ALPN       []string `json:"alpn,omitempty"`
-}
-
-var ssMethods = map[string]bool{
-	"aes-128-gcm": true, "aes-192-gcm": true, "aes-256-gcm": true,
-	"chacha20-ietf-poly1305": true, "xchacha20-ietf-poly1305": true,
-	"2022-blake3-aes-128-gcm": true, "2022-blake3-aes-256-gcm": true, "2022-blake3-chacha20-poly1305": true,
-	"none": true,
-}
-
-var vmessSecurity = map[string]bool{"": true, "auto": true, "none": true, "zero": true,
-	"aes-128-gcm": true, "chacha20-poly1305": true, "aes-128-ctr": true}
-
-// ParseProxyConfig decodes a sing-box outbound without validating it.
-func ParseProxyConfig(raw json.RawMessage) (ProxyConfig, error) {
-	var pc ProxyConfig
-	if len(raw) == 0 {
-		return pc, invalid("proxy_config", "proxy_config is required for tunnel_type proxy")
-	}
-	if err := json.Unmarshal(raw, &pc.raw); err != nil || pc.raw == nil {
-		return pc, invalid("proxy_config", "proxy_config must be a JSON object")
-	}
-	if err := json.Unmarshal(raw, &pc); err != nil {
-		return pc, invalid("proxy_config", "proxy_config has a field of the wrong type: %s", jsonFieldOf(err))
-	}
-	return pc, nil
-}
-
-func jsonFieldOf(err error) string {
-	var te *json.UnmarshalTypeError
-	if ok := asTypeError(err, &te); ok && te.Field != "" {
-		return te.Field
-	}
-	return "unknown"
-}
-
-// ValidateProxyConfig checks the required fields of each outbound type and returns the
-// config re-encoded compactly.
+// ValidateProxyConfig checks a proxy_config (egressconf.Validate: the required fields of
+// each outbound type, and no setting the tunnel does not run) and returns it re-encoded
+// compactly.
 func ValidateProxyConfig(raw json.RawMessage) (json.RawMessage, error) {
-	pc, err := ParseProxyConfig(raw)
-	if err != nil {
-		return nil, err
-	}
-	if err := validateServer("proxy_config.server", pc.Server); err != nil {
-		return nil, err
-	}
-	if err := validatePort("proxy_config.server_port", pc.ServerPort); err != nil {
-		return nil, err
-	}
-	need := func(field, v string) error {
-		if v == "" {
-			return invalid("proxy_config."+field, "proxy_config.%s is required for %s", field, pc.Type)
-		}
-		return nil
-	}
-	switch pc.Type {
-	case "socks":
-		if pc.Version != "" && pc.Version != "5" && pc.Version != "4" && pc.Version != "4a" {
-			return nil, invalid("proxy_config.version", "proxy_config.version must be 4, 4a or 5")
-		}
-		if (pc.Username == "") != (pc.Password == "") && pc.Password != "" {
-			return nil, invalid("proxy_config.username", "proxy_config.username is required with a password")
-		}
-	case "http":
-		if pc.Password != "" && pc.Username == "" {
-			return nil, invalid("proxy_config.username", "proxy_config.username is required with a password")
-		}
-	case "shadowsocks":
-		if err := need("method", pc.Method); err != nil {
-			return nil, err
-		}
-		if !ssMethods[pc.Method] {
-			return nil, invalid("proxy_config.method", "proxy_config.method %q is not a supported shadowsocks cipher", pc.Method)
-		}
-		if pc.Method != "none" {
-			if err := need("password", pc.Password); err != nil {
-				return nil, err
-			}
-		}
-	case "vmess", "vless":
-		if err := need("uuid", pc.UUID); err != nil {
-			return nil, err
-		}
-		if _, err := uuid.Parse(pc.UUID); err != nil {
-			return nil, invalid("proxy_config.uuid", "proxy_config.uuid must be a UUID")
-		}
-		if pc.Type == "vmess" {
-			if !vmessSecurity[pc.Security] {
-				return nil, invalid("proxy_config.security", "proxy_config.security is not a vmess cipher")
-			}
-			if pc.AlterID != nil && *pc.AlterID < 0 {
-				return nil, invalid("proxy_config.alter_id", "proxy_config.alter_id must be 0 or more")
-			}
-		} else if pc.Flow != "" && pc.Flow != "xtls-rprx-vision" {
-			return nil, invalid("proxy_config.flow", "proxy_config.flow must be empty or xtls-rprx-vision")
-		}
-	case "trojan":
-		if err := need("password", pc.Password); err != nil {
-			return nil, err
-		}
-	case "":
-		return nil, invalid("proxy_config.type", "proxy_config.type is required")
-	default:
-		return nil, invalid("proxy_config.type", "proxy_config.type must be socks, http, shadowsocks, vmess, vless or trojan")
-	}
-	if pc.TLS != nil && pc.TLS.ServerName != "" {
-		if err := validateServer("proxy_config.tls.server_name", pc.TLS.ServerName); err != nil {
-			return nil, err
-		}
-	}
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, raw); err != nil {
-		return nil, invalid("proxy_config", "proxy_config must be a JSON object")
-	}
-	return buf.Bytes(), nil
+	out, err := egressconf.Validate(raw)
+	return out, InvalidProxyConfig(err)
 }
 
-// secretProxyKey reports whether a proxy_config key holds a secret. Keys match in any case,
-// as they do when the config is decoded ("Password" is the password too).
-func secretProxyKey(k string) bool {
-	return strings.EqualFold(k, "password") || strings.EqualFold(k, "uuid")
+// InvalidProxyConfig turns egressconf's refusal of a proxy_config setting (an
+// *egressconf.Error) into an invalid *Error naming the setting, for the tunnel room too;
+// other errors are returned as they are.
+func InvalidProxyConfig(err error) error {
+	var ce *egressconf.Error
+	if errors.As(err, &ce) {
+		return &Error{Kind: KindInvalid, Code: "invalid_" + fieldCode(ce.Field), Field: ce.Field, Message: ce.Message}
+	}
+	return err
 }
 
 // maskedProxyConfig hides passwords and uuids.
@@ -388,7 +244,7 @@ func maskedProxyConfig(raw json.RawMessage) json.RawMessage {
 		return nil
 	}
 	for k, v := range m {
-		if s, ok := v.(string); ok && s != "" && secretProxyKey(k) {
+		if s, ok := v.(string); ok && s != "" && egressconf.SecretKey(k) {
 			m[k] = mask
 		}
 	}
@@ -407,7 +263,7 @@ func unmaskProxyConfig(in, stored json.RawMessage) json.RawMessage {
 	changed := false
 	for k, v := range m {
 		var s string
-		if !secretProxyKey(k) || json.Unmarshal(v, &s) != nil || s != mask {
+		if !egressconf.SecretKey(k) || json.Unmarshal(v, &s) != nil || s != mask {
 			continue
 		}
 		changed = true

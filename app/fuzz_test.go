@@ -16,6 +16,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/egressconf"
 )
 
 // fuzzWantInvalid checks that err is a 422-kind *app.Error naming a field (with fieldPrefix).
@@ -142,7 +143,7 @@ func FuzzValidateProxyConfig(f *testing.F) {
 		if !json.Valid(out) || json.Compact(&compact, out) != nil || !bytes.Equal(compact.Bytes(), out) {
 			t.Fatalf("output %q is not compact JSON", out)
 		}
-		pc, err := app.ParseProxyConfig(out)
+		pc, err := egressconf.Parse(out)
 		if err != nil || !types[pc.Type] || pc.ServerPort < 1 || pc.ServerPort > 65535 || pc.Server == "" || fuzzHasControl(pc.Server) {
 			t.Fatalf("accepted %q: %+v %v", raw, pc, err)
 		}

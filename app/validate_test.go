@@ -284,7 +284,11 @@ func TestValidateProxyConfigPerType(t *testing.T) {
 		{"port high", `{"type":"http","server":"h","server_port":65536}`, "proxy_config.server_port"},
 		{"port string", `{"type":"http","server":"h","server_port":"80"}`, "proxy_config"},
 		{"tls server_name", `{"type":"http","server":"h","server_port":1,"tls":{"enabled":true,"server_name":"a b"}}`, "proxy_config.tls.server_name"},
-		{"unknown sing-box fields kept", `{"type":"http","server":"h","server_port":1,"detour":"x","multiplex":{"enabled":true}}`, ""},
+		{"unknown sing-box fields kept", `{"type":"http","server":"h","server_port":1,"domain_strategy":"prefer_ipv4","multiplex":{"enabled":false}}`, ""},
+		{"detour refused", `{"type":"http","server":"h","server_port":1,"detour":"x"}`, "proxy_config.detour"},
+		{"multiplex refused", `{"type":"http","server":"h","server_port":1,"multiplex":{"enabled":true}}`, "proxy_config.multiplex"},
+		{"v2ray transport refused", `{"type":"vmess","server":"h","server_port":1,"uuid":"` + id + `","transport":{"type":"ws"}}`, "proxy_config.transport"},
+		{"tls on socks refused", `{"type":"socks","server":"h","server_port":1,"tls":{"enabled":true}}`, "proxy_config.tls"},
 		// socks
 		{"socks anonymous", `{"type":"socks","server":"h","server_port":1}`, ""},
 		{"socks v4a", `{"type":"socks","server":"h","server_port":1,"version":"4a"}`, ""},
@@ -305,7 +309,8 @@ func TestValidateProxyConfigPerType(t *testing.T) {
 		{"vmess security", `{"type":"vmess","server":"h","server_port":1,"uuid":"` + id + `","security":"rot13"}`, "proxy_config.security"},
 		{"vmess alter_id", `{"type":"vmess","server":"h","server_port":1,"uuid":"` + id + `","alter_id":-1}`, "proxy_config.alter_id"},
 		// vless
-		{"vless valid", `{"type":"vless","server":"h","server_port":1,"uuid":"` + id + `","flow":"xtls-rprx-vision"}`, ""},
+		{"vless valid", `{"type":"vless","server":"h","server_port":1,"uuid":"` + id + `"}`, ""},
+		{"vless vision refused", `{"type":"vless","server":"h","server_port":1,"uuid":"` + id + `","flow":"xtls-rprx-vision"}`, "proxy_config.flow"},
 		{"vless uuid bad", `{"type":"vless","server":"h","server_port":1,"uuid":"nope"}`, "proxy_config.uuid"},
 		{"vless flow", `{"type":"vless","server":"h","server_port":1,"uuid":"` + id + `","flow":"other"}`, "proxy_config.flow"},
 		// trojan

@@ -179,7 +179,7 @@ func (m *Manager) Attach(ctx context.Context, hostID string, pid int, e app.Egre
 		build         func() (*attachment, error)
 	)
 	if e.TunnelType == app.TunnelProxy {
-		d, err := outbound.New(e.ProxyConfig, outbound.Options{})
+		d, err := newDialer(e, outbound.Options{})
 		if err != nil {
 			return err
 		}

@@ -16,7 +16,7 @@ import (
 // the container behind it would get, with Config.ProxyDNSServer as its resolver asked
 // through the proxy.
 func (m *Manager) testProxy(ctx context.Context, start time.Time, e app.EgressIP) (app.EgressTestResult, error) {
-	d, err := outbound.New(e.ProxyConfig, outbound.Options{})
+	d, err := newDialer(e, outbound.Options{})
 	if err != nil {
 		return app.EgressTestResult{}, err
 	}

@@ -15,11 +15,18 @@ func (m *Manager) ValidateEgress(e app.EgressIP) error {
 	case app.TunnelProxy:
 		// New, not just ParseConfig: building the dialer is where a shadowsocks 2022 key
 		// is decoded, and Attach and Test build it the same way.
-		_, err := outbound.New(e.ProxyConfig, outbound.Options{})
+		_, err := newDialer(e, outbound.Options{})
 		return err
 	case app.TunnelWireGuard:
 		_, err := parseWG(e)
 		return err
 	}
 	return nil
+}
+
+// newDialer builds the proxy dialer of e; a proxy_config it refuses is an invalid
+// *app.Error naming the setting, as everything this room answers app.
+func newDialer(e app.EgressIP, opts outbound.Options) (outbound.Dialer, error) {
+	d, err := outbound.New(e.ProxyConfig, opts)
+	return d, app.InvalidProxyConfig(err)
 }

@@ -20,6 +20,8 @@ import (
 	N "github.com/sagernet/sing/common/network"
 	shttp "github.com/sagernet/sing/protocol/http"
 	"github.com/sagernet/sing/protocol/socks"
+
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/egressconf"
 )
 
 // ErrNoUDP is returned when UDP is asked of an outbound that does not carry it.
@@ -50,9 +52,10 @@ type Options struct {
 	HandshakeTimeout time.Duration
 }
 
-// New builds the Dialer of a proxy_config.
+// New builds the Dialer of a proxy_config (checked and decoded by egressconf.Parse; its
+// errors are *egressconf.Error).
 func New(raw json.RawMessage, opts Options) (Dialer, error) {
-	cfg, err := ParseConfig(raw)
+	cfg, err := egressconf.Parse(raw)
 	if err != nil {
 		return nil, err
 	}
@@ -60,7 +63,7 @@ func New(raw json.RawMessage, opts Options) (Dialer, error) {
 }
 
 // NewFromConfig builds the Dialer of a parsed proxy_config.
-func NewFromConfig(cfg *Config, opts Options) (Dialer, error) {
+func NewFromConfig(cfg *egressconf.Outbound, opts Options) (Dialer, error) {
 	if opts.Dial == nil {
 		var nd net.Dialer
 		opts.Dial = nd.DialContext
@@ -68,14 +71,14 @@ func NewFromConfig(cfg *Config, opts Options) (Dialer, error) {
 	if opts.HandshakeTimeout == 0 {
 		opts.HandshakeTimeout = 15 * time.Second
 	}
-	d := &dialer{cfg: cfg, opts: opts, server: M.ParseSocksaddrHostPort(cfg.Server, uint16(cfg.ServerPort)), tls: cfg.clientTLS()}
+	d := &dialer{cfg: cfg, opts: opts, server: M.ParseSocksaddrHostPort(cfg.Server, uint16(cfg.ServerPort)), tls: clientTLS(cfg)}
 	var err error
 	switch cfg.Type {
 	case "socks":
 		version := socks.Version5
 		if cfg.Version != "" {
 			if version, err = socks.ParseVersion(cfg.Version); err != nil {
-				return nil, invalid(".version", "%v", err)
+				return nil, egressconf.Invalid(".version", "%v", err)
 			}
 		}
 		d.socks = socks.NewClient(sysDialer{d}, d.server, version, cfg.Username, cfg.Password)
@@ -83,7 +86,7 @@ func NewFromConfig(cfg *Config, opts Options) (Dialer, error) {
 		d.http = shttp.NewClient(shttp.Options{Dialer: sysDialer{d}, Server: d.server, Username: cfg.Username, Password: cfg.Password})
 	case "shadowsocks":
 		if d.ss, err = shadowimpl.FetchMethod(cfg.Method, cfg.Password, time.Now); err != nil {
-			return nil, invalid(".password", "%v", err)
+			return nil, egressconf.Invalid(".password", "%v", err)
 		}
 	case "vmess":
 		var vo []vmess.ClientOption
@@ -102,22 +105,22 @@ func NewFromConfig(cfg *Config, opts Options) (Dialer, error) {
 			alterID = *cfg.AlterID
 		}
 		if d.vmess, err = vmess.NewClient(cfg.UUID, security, alterID, vo...); err != nil {
-			return nil, invalid(".security", "%v", err)
+			return nil, egressconf.Invalid(".security", "%v", err)
 		}
 	case "vless":
 		if d.vless, err = vless.NewClient(cfg.UUID, cfg.Flow, logger.NOP()); err != nil {
-			return nil, invalid(".flow", "%v", err)
+			return nil, egressconf.Invalid(".flow", "%v", err)
 		}
 	case "trojan":
 		d.trojanKey = trojanKey(cfg.Password)
 	default:
-		return nil, invalid(".type", "unsupported type %q", cfg.Type)
+		return nil, egressconf.Invalid(".type", "unsupported type %q", cfg.Type)
 	}
 	return d, nil
 }
 
 type dialer struct {
-	cfg    *Config
+	cfg    *egressconf.Outbound
 	opts   Options
 	server M.Socksaddr
 	tls    *tls.Config

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/egressconf"
 	M "github.com/sagernet/sing/common/metadata"
 )
 
@@ -357,7 +357,7 @@ func TestTLSVerification(t *testing.T) {
 	}
 }
 
-func TestParseConfig(t *testing.T) {
+func TestConfigs(t *testing.T) {
 	base := map[string]any{"server": "198.51.100.1", "server_port": 443}
 	with := func(kv ...any) json.RawMessage {
 		m := map[string]any{}
@@ -371,17 +371,17 @@ func TestParseConfig(t *testing.T) {
 		return b
 	}
 	id := "b831381d-6324-4d53-ad4f-8cda48b30811"
-	c, err := ParseConfig(with("type", "vless", "uuid", id))
+	c, err := egressconf.Parse(with("type", "vless", "uuid", id))
 	if err != nil || c.PacketEncoding != "xudp" || !c.UDP() {
 		t.Fatalf("vless defaults: %+v, %v", c, err)
 	}
-	if c, err := ParseConfig(with("type", "shadowsocks", "method", "none", "network", "tcp")); err != nil || c.UDP() {
+	if c, err := egressconf.Parse(with("type", "shadowsocks", "method", "none", "network", "tcp")); err != nil || c.UDP() {
 		t.Fatalf("network tcp: %v", err)
 	}
-	if c, err := ParseConfig(with("type", "http")); err != nil || c.UDP() {
+	if c, err := egressconf.Parse(with("type", "http")); err != nil || c.UDP() {
 		t.Fatalf("http: %v", err)
 	}
-	if c, err := ParseConfig(with("type", "socks", "version", "4a")); err != nil || c.UDP() {
+	if c, err := egressconf.Parse(with("type", "socks", "version", "4a")); err != nil || c.UDP() {
 		t.Fatalf("socks4a: %v", err)
 	}
 	for name, raw := range map[string]json.RawMessage{
@@ -398,8 +398,8 @@ func TestParseConfig(t *testing.T) {
 		"bad 2022 key":     with("type", "shadowsocks", "method", "2022-blake3-aes-128-gcm", "password", "short"),
 	} {
 		_, err := New(raw, Options{})
-		var ae *app.Error
-		if !errors.As(err, &ae) || ae.Kind != app.KindInvalid {
+		var ce *egressconf.Error
+		if !errors.As(err, &ce) || !strings.HasPrefix(ce.Field, "proxy_config") {
 			t.Errorf("%s: err = %v", name, err)
 		}
 	}

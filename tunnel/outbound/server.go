@@ -29,6 +29,8 @@ import (
 	N "github.com/sagernet/sing/common/network"
 	shttp "github.com/sagernet/sing/protocol/http"
 	"github.com/sagernet/sing/protocol/socks"
+
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/egressconf"
 )
 
 // ServerConfig is what Serve needs beyond the proxy_config the clients use.
@@ -76,7 +78,7 @@ func Serve(ctx context.Context, ln net.Listener, raw json.RawMessage, cfg Server
 			cfg.UDP.Close()
 		}
 	}
-	pc, err := ParseConfig(raw)
+	pc, err := egressconf.Parse(raw)
 	if err != nil {
 		closeAll()
 		return err
@@ -143,7 +145,7 @@ func Serve(ctx context.Context, ln net.Listener, raw json.RawMessage, cfg Server
 type handler func(ctx context.Context, conn net.Conn, source M.Socksaddr) error
 
 // protocol returns the per-connection handler of the config's protocol.
-func (s *server) protocol(pc *Config) (handler, func(), error) {
+func (s *server) protocol(pc *egressconf.Outbound) (handler, func(), error) {
 	nop := func() {}
 	var authenticator *auth.Authenticator
 	if pc.Username != "" {
