@@ -181,7 +181,7 @@ func (s *Service) sessionHost(ctx context.Context, p Principal, login, hostID st
 		if hostID != "" {
 			got, err := tx.GetHost(hostID)
 			if err != nil || got.UserID != p.UserID {
-				return notFound("host")
+				return errNoSuchHost()
 			}
 			h = got
 			return nil
@@ -205,9 +205,15 @@ func (s *Service) sessionHost(ctx context.Context, p Principal, login, hostID st
 		if errors.As(err, &ae) && ae.Code == "no_host" {
 			return Host{}, false, err
 		}
-		return Host{}, false, notFound("host")
+		return Host{}, false, errNoSuchHost()
 	}
 	return h, picked, nil
+}
+
+// errNoSuchHost is the refusal of a host that does not exist or is another user's (the
+// same answer, so neither is told apart).
+func errNoSuchHost() *Error {
+	return &Error{Kind: KindNotFound, Code: "not_found", Message: "no such host"}
 }
 
 // OpenSession opens a workspace session for p: it checks that p's sign-in still stands

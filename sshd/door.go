@@ -84,7 +84,7 @@ func NewDoor(svc *app.Service, cfg DoorConfig) (*Door, error) {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	d := &Door{svc: svc, cfg: cfg, log: cfg.Logger, sessions: map[ssh.Session]*doorSession{},
-		ptys: map[ssh.Session]ssh.Pty{}, guard: newLoginGuard(svc, cfg.LoginGrace, cfg.MaxUnauthPerIP)}
+		ptys: map[ssh.Session]ssh.Pty{}, guard: newLoginGuard(svc, cfg.LoginGrace, cfg.IdleTimeout, cfg.MaxUnauthPerIP)}
 	tuiHandler := bm.MiddlewareWithProgramHandler(d.program, termenv.Ascii)(d.afterTUI)
 	d.srv = &ssh.Server{
 		Version:     "cloud-cli-proxy",

@@ -107,7 +107,7 @@ func NewGateway(svc *app.Service, cfg GatewayConfig) (*Gateway, error) {
 		cfg.Ciphers = DefaultGatewayCiphers
 	}
 	g := &Gateway{svc: svc, cfg: cfg, log: cfg.Logger.With("component", "ssh-gateway"),
-		guard: newLoginGuard(svc, cfg.LoginGrace, cfg.MaxUnauthPerIP)}
+		guard: newLoginGuard(svc, cfg.LoginGrace, cfg.IdleTimeout, cfg.MaxUnauthPerIP)}
 	srv, err := wish.NewServer(
 		wish.WithVersion("cloud-cli-proxy"),
 		func(s *ssh.Server) error { s.AddHostKey(cfg.HostSigner); return nil },

@@ -26,20 +26,21 @@ const (
 type loginGuard struct {
 	svc      *app.Service
 	grace    time.Duration
+	idle     time.Duration // the server's idle timeout (0: none), which follows the grace
 	maxPerIP int
 
 	mu     sync.Mutex
 	unauth map[string]int // address -> connections not authenticated yet
 }
 
-func newLoginGuard(svc *app.Service, grace time.Duration, maxPerIP int) *loginGuard {
+func newLoginGuard(svc *app.Service, grace, idle time.Duration, maxPerIP int) *loginGuard {
 	if grace <= 0 {
 		grace = DefaultLoginGrace
 	}
 	if maxPerIP <= 0 {
 		maxPerIP = DefaultMaxUnauthPerIP
 	}
-	return &loginGuard{svc: svc, grace: grace, maxPerIP: maxPerIP, unauth: map[string]int{}}
+	return &loginGuard{svc: svc, grace: grace, idle: idle, maxPerIP: maxPerIP, unauth: map[string]int{}}
 }
 
 type guardKey struct{}
@@ -110,13 +111,18 @@ func (c *guardConn) SetDeadline(t time.Time) error {
 	return c.Conn.SetDeadline(t)
 }
 
-// authenticated lifts the grace and frees the address's slot (c.mu held).
+// authenticated lifts the grace (the server's idle timeout applies from now on) and frees
+// the address's slot (c.mu held).
 func (c *guardConn) authenticated() {
 	if c.authed {
 		return
 	}
 	c.authed, c.until = true, time.Time{}
-	_ = c.Conn.SetDeadline(time.Time{})
+	var d time.Time
+	if c.g.idle > 0 {
+		d = time.Now().Add(c.g.idle)
+	}
+	_ = c.Conn.SetDeadline(d)
 	c.g.release(c.ip)
 }
 

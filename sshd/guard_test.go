@@ -24,7 +24,7 @@ func guardEnv(t *testing.T, cfg sshd.GatewayConfig) (*app.Service, string) {
 		testenv.WithDeps(func(d *app.Deps) { d.Clock = nil }),
 		testenv.WithConfig(func(c *app.Config) { c.ReconcileInterval = -1 }))
 	hostKey, _, _ := gwKey(t)
-	cfg.HostSigner = hostKey
+	cfg.HostSigner, cfg.Logger = hostKey, testenv.DiscardLogger()
 	gw, err := sshd.NewGateway(te.Service, cfg)
 	if err != nil {
 		t.Fatal(err)
