@@ -12,6 +12,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
 )
@@ -73,7 +74,7 @@ func open(path string, opts Options, migs []migration) (*DB, error) {
 		// NoSync stays false: every commit is fsynced.
 	})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("storage: open %s: %w (gave up after %s): %w", path, ErrLocked, timeout, err)
 		}
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
 )
@@ -82,7 +83,7 @@ func TestSecondOpenTimesOut(t *testing.T) {
 				db2.Close()
 				t.Fatal("second Open succeeded")
 			}
-			if !errors.Is(err, ErrLocked) || !errors.Is(err, bolt.ErrTimeout) {
+			if !errors.Is(err, ErrLocked) || !errors.Is(err, berrors.ErrTimeout) {
 				t.Fatalf("err = %v, want ErrLocked", err)
 			}
 			if took < tc.want-100*time.Millisecond || took > tc.want+2*time.Second { // bbolt retries every 50ms

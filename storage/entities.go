@@ -386,7 +386,7 @@ func (t *tx) PurgeRevocations(before time.Time) error {
 	limit := timeKey(before)
 	var gone [][]byte
 	c := byExp.Cursor()
-	for k, _ := c.First(); k != nil && len(k) >= 8 && binary.BigEndian.Uint64(k[:8]) < limit; k, _ = c.Next() {
+	for k, _ := c.First(); len(k) >= 8 && binary.BigEndian.Uint64(k[:8]) < limit; k, _ = c.Next() {
 		gone = append(gone, bytes.Clone(k))
 	}
 	for _, k := range gone {

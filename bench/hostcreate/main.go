@@ -37,6 +37,7 @@ import (
 	"syscall"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/mount"
@@ -340,7 +341,7 @@ func removeLabelled(ctx context.Context, cli *client.Client, labels ...string) e
 		go func(id string) {
 			defer func() { <-sem; wg.Done() }()
 			err := cli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true})
-			if err != nil && !client.IsErrNotFound(err) && !strings.Contains(err.Error(), "already in progress") {
+			if err != nil && !cerrdefs.IsNotFound(err) && !strings.Contains(err.Error(), "already in progress") {
 				mu.Lock()
 				errs = append(errs, fmt.Errorf("remove container %s: %w", id[:12], err))
 				mu.Unlock()
@@ -356,7 +357,7 @@ func removeLabelled(ctx context.Context, cli *client.Client, labels ...string) e
 		deadline := time.Now().Add(15 * time.Second)
 		for {
 			err := cli.VolumeRemove(ctx, v.Name, false)
-			if err == nil || client.IsErrNotFound(err) {
+			if err == nil || cerrdefs.IsNotFound(err) {
 				break
 			}
 			if time.Now().After(deadline) || ctx.Err() != nil {
