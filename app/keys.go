@@ -49,6 +49,7 @@ func ParsePublicKey(line string) (ssh.PublicKey, string, error) {
 				return nil, "", invalid("public_key", "RSA keys must be at least 2048 bits")
 			}
 		}
+	//lint:ignore SA1019 the deprecated constant names the key type refused here
 	case ssh.KeyAlgoDSA:
 		return nil, "", invalid("public_key", "DSA keys are not accepted")
 	}
