@@ -854,3 +854,70 @@ func TestVNCOpenWebsocketEndsOnLogout(t *testing.T) {
 		return // closed by the server
 	}
 }
+
+// An open desktop websocket is a session app keeps: it ends within a second of the end of
+// the right it stands on, without waiting for the periodic re-check.
+func TestVNCWebsocketEndsWithItsRight(t *testing.T) {
+	cases := []struct {
+		name  string
+		token bool // opened with an access token (else with a login JWT)
+		end   func(e *env, aliceID, tokenID string)
+	}{
+		{"token revoked", true, func(e *env, _, tokenID string) {
+			e.do("DELETE", "/v1/admin/tokens/"+tokenID, e.admin, nil, 204, nil)
+		}},
+		{"password rotated", false, func(e *env, aliceID, _ string) {
+			e.do("POST", "/v1/admin/users/"+aliceID+"/rotate-password", e.admin, nil, 200, nil)
+		}},
+		{"admin kill", false, func(e *env, aliceID, _ string) {
+			e.do("DELETE", "/v1/admin/users/"+aliceID+"/sessions", e.admin, nil, 200, nil)
+		}},
+		{"user disabled", true, func(e *env, aliceID, _ string) {
+			e.do("PATCH", "/v1/admin/users/"+aliceID, e.admin, map[string]any{"status": "disabled"}, 200, nil)
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e, _, _ := vncFake(t, func(_ *app.Config, _ *app.Deps, c *api.Config) {
+				c.VNCRecheckInterval = time.Hour // the end must not wait for a re-check
+			})
+			aliceID, alice, _, prefix := e.aliceDesktop()
+			cred := alice
+			var tok struct{ ID, Token string }
+			if tc.token {
+				e.do("POST", "/v1/tokens", alice, map[string]any{"name": "desk"}, 201, &tok)
+				cred = tok.Token
+			}
+			ws, res := wsDial(t, e.srv.URL+prefix+"/websockify", bearerHdr(cred))
+			if ws == nil {
+				t.Fatalf("upgrade refused: %d", res.StatusCode)
+			}
+			defer ws.Close()
+			if got := ws.readBanner(t); got != "RFB 003.008\n" {
+				t.Fatalf("banner %q", got)
+			}
+			var open struct{ Sessions []app.SessionInfo }
+			e.do("GET", "/v1/admin/users/"+aliceID+"/sessions", e.admin, nil, 200, &open)
+			if len(open.Sessions) != 1 || open.Sessions[0].Kind != app.SessionVNC {
+				t.Fatalf("open sessions %+v, want the desktop", open.Sessions)
+			}
+			start := time.Now()
+			tc.end(e, aliceID, tok.ID)
+			_ = ws.SetReadDeadline(start.Add(time.Second))
+			for {
+				_, _, err := wsReadFrame(ws.br)
+				if err == nil {
+					continue
+				}
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Fatalf("the desktop outlived its right by 1 s (%s)", tc.name)
+				}
+				break
+			}
+			e.do("GET", "/v1/admin/users/"+aliceID+"/sessions", e.admin, nil, 200, &open)
+			if len(open.Sessions) != 0 {
+				t.Errorf("sessions still listed: %+v", open.Sessions)
+			}
+		})
+	}
+}

@@ -32,7 +32,6 @@ type sessEnv struct {
 	leases  map[string]*app.SessionLease
 	ctx     context.Context
 	ended   map[string]chan string
-	created []string
 }
 
 func newSessEnv(t *testing.T, limit int) *sessEnv {
@@ -337,4 +336,25 @@ func TestSessionLimit(t *testing.T) {
 	e.open("c", "bob")
 	e.leases["a"].Close()
 	e.open("d", "key1")
+}
+
+// SIGTERM: every open session is told the server is going down and ended.
+func TestEndAllSessions(t *testing.T) {
+	e := newSessEnv(t, 0)
+	for _, n := range []string{"key0", "token", "bob"} {
+		e.open(n, n)
+	}
+	if n := e.svc.EndAllSessions(e.ctx); n != 3 {
+		t.Fatalf("ended %d sessions, want 3", n)
+	}
+	for n, ch := range e.ended {
+		select {
+		case got := <-ch:
+			if got != app.EndShutdown {
+				t.Errorf("%s told %q", n, got)
+			}
+		default:
+			t.Errorf("%s not told", n)
+		}
+	}
 }

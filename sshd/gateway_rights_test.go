@@ -21,10 +21,12 @@ import (
 func TestGatewayRightsEnd(t *testing.T) {
 	le := newGwEnv(t, func(c *app.Config) { c.MaxSessionsPerUser = 2 })
 	ids := map[string]string{}
+	hosts := map[string]gwHost{}
 	for _, name := range []string{"alice", "carol", "dave"} {
 		ids[name] = le.user(name)
 		h := le.host(ids[name])
 		le.mustSucceed(h.Task)
+		hosts[name] = h
 	}
 	signer, pub, pemKey := gwKey(t)
 	var key struct{ ID string }
@@ -160,6 +162,28 @@ func TestGatewayRightsEnd(t *testing.T) {
 		// The process is gone: enable again to look (enabling does not restart anything).
 		le.do("PATCH", "/v1/admin/users/"+ids["dave"], le.admin, map[string]string{"status": "active"}, 200, nil)
 		gone(t, "dave", "sleep 87[6]", 2*time.Second)
+	})
+
+	t.Run("SeveralHostsSaysWhichOne", func(t *testing.T) {
+		second := le.host(ids["alice"])
+		le.mustSucceed(second.Task)
+		c, _, err := gwDial(le.addr, "", "alice", gossh.Password("password-alice"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_, stderr, code, err := gwRun(c, "true", nil)
+		if err != nil || code != 0 || !strings.Contains(stderr, "this is "+hosts["alice"].ShortID) || !strings.Contains(stderr, "alice+SHORTID") {
+			t.Fatalf("plain login with two hosts: %d %q %v", code, stderr, err)
+		}
+		c2, _, err := gwDial(le.addr, "", "alice+"+second.ShortID, gossh.Password("password-alice"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c2.Close()
+		if _, stderr, code, err := gwRun(c2, "true", nil); err != nil || code != 0 || stderr != "" {
+			t.Fatalf("login naming the host: %d %q %v", code, stderr, err)
+		}
 	})
 
 	t.Run("SessionLimitPerUser", func(t *testing.T) {
