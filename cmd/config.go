@@ -14,8 +14,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
 	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
 )
 
 // Config is the server's configuration after flags, environment and env file are merged.
