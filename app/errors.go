@@ -1,7 +1,6 @@
 package app
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -136,5 +135,3 @@ func AsError(err error) *Error {
 	}
 	return &Error{Kind: KindInternal, Code: "internal", Message: "internal error", Err: err}
 }
-
-func asTypeError(err error, te **json.UnmarshalTypeError) bool { return errors.As(err, te) }

@@ -18,20 +18,20 @@ import (
 // sessEnv is a service on the in-memory engine with alice (two keys, a password, a token and
 // a host with an SSH password) and bob (a host), each with sessions opened through app.
 type sessEnv struct {
-	t       *testing.T
-	svc     *app.Service
-	rt      *testenv.Runtime
-	admin   app.Principal
-	alice   app.Principal // an admin principal's view: ids only
-	bob     string
-	aliceH  string
-	hostPW  string
-	keys    [2]ssh.PublicKey
-	keyIDs  [2]string
-	token   app.CreatedToken
-	leases  map[string]*app.SessionLease
-	ctx     context.Context
-	ended   map[string]chan string
+	t      *testing.T
+	svc    *app.Service
+	rt     *testenv.Runtime
+	admin  app.Principal
+	alice  app.Principal // an admin principal's view: ids only
+	bob    string
+	aliceH string
+	hostPW string
+	keys   [2]ssh.PublicKey
+	keyIDs [2]string
+	token  app.CreatedToken
+	leases map[string]*app.SessionLease
+	ctx    context.Context
+	ended  map[string]chan string
 }
 
 func newSessEnv(t *testing.T, limit int) *sessEnv {

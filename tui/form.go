@@ -145,15 +145,6 @@ func (f *formScreen) fail(err error) {
 	}
 }
 
-func (f *formScreen) reset() {
-	for _, fl := range f.fields {
-		fl.input.SetValue("")
-		fl.choice = 0
-	}
-	f.errField, f.errMsg = "", ""
-	f.focusField(0)
-}
-
 func (f *formScreen) handle(m *Model, k tea.KeyMsg) tea.Cmd {
 	fl := f.fields[f.focus]
 	switch k.String() {

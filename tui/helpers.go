@@ -56,13 +56,6 @@ func dash(s string) string {
 	return s
 }
 
-func yes(b bool) string {
-	if b {
-		return "yes"
-	}
-	return "no"
-}
-
 // kv renders a detail line of a plain value (control characters are neutralised).
 func (m *Model) kv(label, value string) string {
 	return m.kvStyled(label, sanitize(value))
