@@ -2,9 +2,9 @@ package cmd
 
 import (
 	"bufio"
+	"errors"
 	"flag"
 	"fmt"
-	gossh "golang.org/x/crypto/ssh"
 	"io"
 	"net"
 	"net/netip"
@@ -13,6 +13,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
 )
 
 // Config is the server's configuration after flags, environment and env file are merged.
@@ -154,18 +158,17 @@ var dnsNameRE = regexp.MustCompile(`^([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])
 func Keys() []Key {
 	return []Key{
 		{"ADMIN_USERNAME", "admin", "Username of the administrator created on first start.", func(c *Config, v string) error {
-			if len(v) < 3 || len(v) > 50 || strings.Trim(v, "abcdefghijklmnopqrstuvwxyz0123456789._-") != "" {
-				return fmt.Errorf("must be 3-50 characters of a-z, 0-9, '.', '_' or '-'")
+			if err := app.ValidateUsername(v); err != nil { // the service's own rule
+				return errors.New(app.AsError(err).Message)
 			}
 			c.AdminUsername = v
 			return nil
 		}},
 		{"ADMIN_PASSWORD", "", "Password of that administrator on first start; generated and printed once when empty.", func(c *Config, v string) error {
-			if v != "" && len(v) < 8 {
-				return fmt.Errorf("must be at least 8 characters")
-			}
-			if len(v) > 72 { // bcrypt's limit; the service would refuse it without naming the key
-				return fmt.Errorf("must be at most 72 bytes")
+			if v != "" {
+				if err := app.ValidatePassword("password", v); err != nil { // the service's own rule
+					return errors.New(app.AsError(err).Message)
+				}
 			}
 			c.AdminPassword = v
 			return nil
