@@ -14,6 +14,7 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
 	"github.com/charmbracelet/ssh"
+	"github.com/charmbracelet/wish"
 	bm "github.com/charmbracelet/wish/bubbletea"
 	"github.com/muesli/termenv"
 	gossh "golang.org/x/crypto/ssh"
@@ -55,6 +56,7 @@ type Door struct {
 	log   *slog.Logger
 	srv   *ssh.Server
 	guard *loginGuard
+	auth  *authenticator
 
 	mu       sync.Mutex
 	closing  bool
@@ -85,30 +87,38 @@ func NewDoor(svc *app.Service, cfg DoorConfig) (*Door, error) {
 	}
 	d := &Door{svc: svc, cfg: cfg, log: cfg.Logger, sessions: map[ssh.Session]*doorSession{},
 		ptys: map[ssh.Session]ssh.Pty{}, guard: newLoginGuard(svc, cfg.LoginGrace, cfg.IdleTimeout, cfg.MaxUnauthPerIP)}
+	d.auth = &authenticator{svc: svc, log: cfg.Logger}
 	tuiHandler := bm.MiddlewareWithProgramHandler(d.program, termenv.Ascii)(d.afterTUI)
-	d.srv = &ssh.Server{
-		Version:     "cloud-cli-proxy",
-		HostSigners: []ssh.Signer{cfg.HostSigner},
-		IdleTimeout: cfg.IdleTimeout,
-		Handler: func(s ssh.Session) {
-			d.handle(s, tuiHandler)
-		},
-		PasswordHandler:            d.passwordAuth,
-		KeyboardInteractiveHandler: d.keyboardAuth,
-		PublicKeyHandler:           d.keyAuth,
-		ConnCallback:               d.connCallback,
-		ServerConfigCallback: func(ctx ssh.Context) *gossh.ServerConfig {
-			return &gossh.ServerConfig{AuthLogCallback: d.guard.authLog(ctx)}
-		},
-		PtyHandler: d.ptyHandler,
-		ConnectionFailedCallback: func(c net.Conn, err error) {
-			d.log.Debug("ssh door: connection failed", "remote", c.RemoteAddr().String(), "err", err)
-		},
-		// Only sessions: no port forwarding, no agent, no subsystems (sftp is the gateway's).
-		ChannelHandlers:   map[string]ssh.ChannelHandler{"session": ssh.DefaultSessionHandler},
-		SubsystemHandlers: map[string]ssh.SubsystemHandler{},
-		RequestHandlers:   map[string]ssh.RequestHandler{},
+	// Built like the gateway: wish options, the shared authenticator and login guard, one
+	// middleware (the session: TUI or command mode).
+	opts := append([]ssh.Option{
+		wish.WithVersion("cloud-cli-proxy"),
+		func(s *ssh.Server) error { s.AddHostKey(cfg.HostSigner); return nil },
+		wish.WithIdleTimeout(cfg.IdleTimeout),
+	}, d.auth.options()...)
+	srv, err := wish.NewServer(append(opts,
+		wish.WithMiddleware(func(ssh.Handler) ssh.Handler {
+			return func(s ssh.Session) { d.handle(s, tuiHandler) }
+		}),
+		func(s *ssh.Server) error {
+			s.ConnCallback = d.connCallback
+			s.ServerConfigCallback = func(ctx ssh.Context) *gossh.ServerConfig {
+				return &gossh.ServerConfig{AuthLogCallback: d.guard.authLog(ctx)}
+			}
+			s.PtyHandler = d.ptyHandler
+			s.ConnectionFailedCallback = func(c net.Conn, err error) {
+				d.log.Debug("ssh door: connection failed", "remote", c.RemoteAddr().String(), "err", err)
+			}
+			// Only sessions: no port forwarding, no agent, no subsystems (sftp is the gateway's).
+			s.ChannelHandlers = map[string]ssh.ChannelHandler{"session": ssh.DefaultSessionHandler}
+			s.SubsystemHandlers = map[string]ssh.SubsystemHandler{}
+			s.RequestHandlers = map[string]ssh.RequestHandler{}
+			return nil
+		})...)
+	if err != nil {
+		return nil, err
 	}
+	d.srv = srv
 	return d, nil
 }
 
@@ -157,36 +167,6 @@ func (d *Door) Shutdown(ctx context.Context) error {
 
 // ------------------------------------------------------------------ authentication
 
-type doorAuthKey struct{}
-
-// doorAuth is what the auth callbacks of one connection learnt.
-type doorAuth struct {
-	mu       sync.Mutex
-	password *app.Principal
-	keys     map[string]app.Principal // by fingerprint of each key the service accepted
-}
-
-func doorAuthOf(ctx ssh.Context) *doorAuth {
-	ctx.Lock()
-	defer ctx.Unlock()
-	st, _ := ctx.Value(doorAuthKey{}).(*doorAuth)
-	if st == nil {
-		st = &doorAuth{keys: map[string]app.Principal{}}
-		ctx.SetValue(doorAuthKey{}, st)
-	}
-	return st
-}
-
-func doorRemoteIP(a net.Addr) string {
-	if a == nil {
-		return ""
-	}
-	if host, _, err := net.SplitHostPort(a.String()); err == nil {
-		return host
-	}
-	return a.String()
-}
-
 // connCallback puts a new connection under the login guard (grace time, cap of
 // unauthenticated connections per address), unless the door is closing.
 func (d *Door) connCallback(ctx ssh.Context, c net.Conn) net.Conn {
@@ -197,62 +177,6 @@ func (d *Door) connCallback(ctx ssh.Context, c net.Conn) net.Conn {
 		return nil
 	}
 	return d.guard.wrap(ctx, c)
-}
-
-func (d *Door) passwordAuth(ctx ssh.Context, password string) bool {
-	p, err := d.svc.SSHPasswordLogin(ctx, doorRemoteIP(ctx.RemoteAddr()), ctx.User(), password, false)
-	if err != nil {
-		return false
-	}
-	st := doorAuthOf(ctx)
-	st.mu.Lock()
-	st.password = &p
-	st.mu.Unlock()
-	return true
-}
-
-func (d *Door) keyboardAuth(ctx ssh.Context, challenge gossh.KeyboardInteractiveChallenge) bool {
-	answers, err := challenge("", "", []string{"Password: "}, []bool{false})
-	if err != nil || len(answers) != 1 {
-		return false
-	}
-	return d.passwordAuth(ctx, answers[0])
-}
-
-// keyAuth is asked about every key a client offers, signed or not; the principal is kept
-// per key and the session uses the one of the key that actually signed.
-func (d *Door) keyAuth(ctx ssh.Context, key ssh.PublicKey) bool {
-	p, err := d.svc.SSHKeyLogin(ctx, doorRemoteIP(ctx.RemoteAddr()), ctx.User(), key)
-	if err != nil {
-		return false
-	}
-	st := doorAuthOf(ctx)
-	st.mu.Lock()
-	st.keys[gossh.FingerprintSHA256(key)] = p
-	st.mu.Unlock()
-	return true
-}
-
-var errDoorDenied = errors.New("access denied")
-
-// principal resolves the session's principal: the one of the key that signed, else the
-// password login's; then app's one rule (LoginAllowed) says whether that sign-in may still
-// act (account active, key not deleted, password unchanged).
-func (d *Door) principal(s ssh.Session) (app.Principal, error) {
-	st := doorAuthOf(s.Context())
-	st.mu.Lock()
-	var p app.Principal
-	ok := false
-	if pk := s.PublicKey(); pk != nil {
-		p, ok = st.keys[gossh.FingerprintSHA256(pk)]
-	} else if st.password != nil {
-		p, ok = *st.password, true
-	}
-	st.mu.Unlock()
-	if !ok {
-		return app.Principal{}, errDoorDenied
-	}
-	return d.svc.LoginAllowed(s.Context(), p)
 }
 
 // ------------------------------------------------------------------ sessions
@@ -303,7 +227,7 @@ func (d *Door) handle(s ssh.Session, tuiHandler ssh.Handler) {
 	}
 	defer d.active.Done()
 
-	p, err := d.principal(s)
+	p, err := d.auth.principal(s.Context(), s.PublicKey())
 	if err != nil {
 		d.log.Info("ssh door: session refused", "user", s.User(), "remote", s.RemoteAddr().String(), "err", err)
 		fmt.Fprintln(stderr, "access denied")
@@ -436,7 +360,7 @@ func (d *Door) afterTUI(s ssh.Session) {
 }
 
 func doorErrorText(err error) string {
-	if errors.Is(err, errDoorDenied) {
+	if errors.Is(err, errDenied) {
 		return err.Error()
 	}
 	return app.AsError(err).Message

@@ -74,20 +74,11 @@ type Gateway struct {
 	srv *ssh.Server
 
 	guard *loginGuard
+	auth  *authenticator
 
 	mu sync.Mutex // guards the connection leases kept in ssh contexts
 }
 
-// Extensions of the connection's permissions, set by the auth handlers. x/crypto/ssh keeps
-// the permissions returned for the key that signed, so these describe that key.
-const (
-	gwExtUserID   = "ccp-user-id"
-	gwExtUsername = "ccp-username"
-	gwExtMethod   = "ccp-method"
-	gwExtKeyFP    = "ccp-key-fp"
-	gwExtCred     = "ccp-cred"
-	gwExtCredHost = "ccp-cred-host"
-)
 
 // NewGateway builds the gateway on svc. Serve it on a listener.
 func NewGateway(svc *app.Service, cfg GatewayConfig) (*Gateway, error) {
@@ -108,13 +99,13 @@ func NewGateway(svc *app.Service, cfg GatewayConfig) (*Gateway, error) {
 	}
 	g := &Gateway{svc: svc, cfg: cfg, log: cfg.Logger.With("component", "ssh-gateway"),
 		guard: newLoginGuard(svc, cfg.LoginGrace, cfg.IdleTimeout, cfg.MaxUnauthPerIP)}
-	srv, err := wish.NewServer(
+	g.auth = &authenticator{svc: svc, log: g.log, gateway: true}
+	opts := append([]ssh.Option{
 		wish.WithVersion("cloud-cli-proxy"),
 		func(s *ssh.Server) error { s.AddHostKey(cfg.HostSigner); return nil },
 		wish.WithIdleTimeout(cfg.IdleTimeout),
-		wish.WithPasswordAuth(g.passwordAuth),
-		wish.WithKeyboardInteractiveAuth(g.keyboardInteractiveAuth),
-		wish.WithPublicKeyAuth(g.publicKeyAuth),
+	}, g.auth.options()...)
+	srv, err := wish.NewServer(append(opts,
 		// Middleware runs last to first: recover, log, then the session (app opens it).
 		wish.WithMiddleware(
 			g.sessionMiddleware,
@@ -149,7 +140,7 @@ func NewGateway(svc *app.Service, cfg GatewayConfig) (*Gateway, error) {
 			}
 			return nil
 		},
-	)
+	)...)
 	if err != nil {
 		return nil, err
 	}

@@ -31,7 +31,7 @@ func (g *Gateway) directTCPIP(_ *ssh.Server, _ *gossh.ServerConn, newChan gossh.
 		_ = newChan.Reject(gossh.Prohibited, app.ErrNotLoopback.Error())
 		return
 	}
-	p, err := g.principal(ctx, gwSessionKey(ctx))
+	p, err := g.auth.principal(ctx, gwSessionKey(ctx))
 	if err != nil {
 		_ = newChan.Reject(gossh.Prohibited, "access denied")
 		return

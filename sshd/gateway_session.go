@@ -212,7 +212,7 @@ func (g *Gateway) logMiddleware(next ssh.Handler) ssh.Handler {
 		case s.RawCommand() != "":
 			kind = "exec"
 		}
-		g.log.Debug("session start", "login", s.User(), "remote", gwRemoteIP(s.RemoteAddr()), "kind", kind)
+		g.log.Debug("session start", "login", s.User(), "remote", remoteIP(s.RemoteAddr()), "kind", kind)
 		next(s)
 		g.log.Debug("session end", "login", s.User(), "kind", kind, "duration", time.Since(start).String())
 	}
@@ -232,9 +232,9 @@ func gwPlain(err error) string {
 func (g *Gateway) sessionMiddleware(_ ssh.Handler) ssh.Handler {
 	return func(s ssh.Session) {
 		ctx := s.Context()
-		p, err := g.principal(ctx, s.PublicKey())
+		p, err := g.auth.principal(ctx, s.PublicKey())
 		if err != nil {
-			g.log.Info("session refused", "login", s.User(), "remote", gwRemoteIP(s.RemoteAddr()), "err", err)
+			g.log.Info("session refused", "login", s.User(), "remote", remoteIP(s.RemoteAddr()), "err", err)
 			g.fail(s, "access denied")
 			return
 		}

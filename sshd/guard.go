@@ -48,7 +48,7 @@ type guardKey struct{}
 // wrap admits a new connection: nil (refused) when its address already holds maxPerIP
 // unauthenticated connections.
 func (g *loginGuard) wrap(ctx ssh.Context, c net.Conn) net.Conn {
-	ip := doorRemoteIP(c.RemoteAddr())
+	ip := remoteIP(c.RemoteAddr())
 	g.mu.Lock()
 	if g.unauth[ip] >= g.maxPerIP {
 		g.mu.Unlock()
