@@ -298,7 +298,7 @@ func (c *boundPacketConn) Read(b []byte) (int, error) {
 }
 
 func (c *boundPacketConn) Write(b []byte) (int, error) {
-	if c.dst.IsFqdn() {
+	if c.dst.IsDomain() {
 		return c.WriteTo(b, c.dst)
 	}
 	return c.WriteTo(b, c.dst.UDPAddr())

@@ -184,6 +184,7 @@ func (s *server) protocol(pc *egressconf.Outbound) (handler, func(), error) {
 			go s.serveShadowsocksUDP(svc)
 		}
 		return func(ctx context.Context, conn net.Conn, source M.Socksaddr) error {
+			//lint:ignore SA1019 sing-shadowsocks' handler interface takes M.Metadata
 			return svc.NewConnection(ctx, conn, M.Metadata{Source: source})
 		}, nop, nil
 	case "vmess":
@@ -352,7 +353,7 @@ type resolvingPacketConn struct {
 }
 
 func (c *resolvingPacketConn) WritePacket(buffer *buf.Buffer, destination M.Socksaddr) error {
-	if destination.IsFqdn() {
+	if destination.IsDomain() {
 		ips, err := net.DefaultResolver.LookupNetIP(c.ctx, "ip", destination.Fqdn)
 		if err != nil || len(ips) == 0 {
 			buffer.Release()
@@ -366,6 +367,7 @@ func (c *resolvingPacketConn) WritePacket(buffer *buf.Buffer, destination M.Sock
 // ssHandler adapts the server to sing-shadowsocks' handler interfaces.
 type ssHandler struct{ s *server }
 
+//lint:ignore SA1019 sing-shadowsocks' handler interface takes M.Metadata
 func (h ssHandler) NewConnection(ctx context.Context, conn net.Conn, md M.Metadata) error {
 	h.s.NewConnectionEx(ctx, &rawCloser{conn}, md.Source, md.Destination, nil)
 	return nil
@@ -386,6 +388,7 @@ func (c *rawCloser) Close() error {
 	return c.Conn.Close()
 }
 
+//lint:ignore SA1019 sing-shadowsocks' handler interface takes M.Metadata
 func (h ssHandler) NewPacketConnection(ctx context.Context, conn N.PacketConn, md M.Metadata) error {
 	h.s.NewPacketConnectionEx(ctx, conn, md.Source, md.Destination, nil)
 	return nil
@@ -407,6 +410,7 @@ func (s *server) serveShadowsocksUDP(svc shadowsocks.Service) {
 			}
 			return
 		}
+		//lint:ignore SA1019 sing-shadowsocks' handler interface takes M.Metadata
 		if err := svc.NewPacket(s.ctx, pc, b, M.Metadata{Source: src}); err != nil {
 			s.log.Debug("outbound server: shadowsocks udp packet", "err", err)
 		}
