@@ -742,7 +742,7 @@ type badPanicRuntime struct{ seedRuntime }
 
 func (badPanicRuntime) Ping(context.Context) error { panic("engine exploded with secret 0xdeadbeef") }
 
-type badPanicTunnel struct{}
+type badPanicTunnel struct{ app.NoTunnel }
 
 func (badPanicTunnel) Test(context.Context, app.EgressIP) (app.EgressTestResult, error) {
 	panic(fmt.Errorf("tunnel exploded"))

@@ -298,23 +298,12 @@ func viewEgress(e EgressIP, bound []string) EgressView {
 	return EgressView{EgressIP: e, BoundHosts: bound}
 }
 
-// EgressValidator is implemented by tunnel rooms that know more about what they can run
-// than app's field checks (a proxy setting the outbound does not speak, say). It answers an
-// *Error of kind invalid, so such an egress IP is refused with 422 when it is saved rather
-// than failing later, when a host starts.
-type EgressValidator interface {
-	ValidateEgress(e EgressIP) error
-}
-
-// validateEgress runs app's field checks, then the tunnel room's own.
+// validateEgress runs app's field checks, then the tunnel room's own (Tunnel.Validate).
 func (s *Service) validateEgress(e *EgressIP) error {
 	if err := ValidateEgress(e); err != nil {
 		return err
 	}
-	if v, ok := s.tunnel.(EgressValidator); ok {
-		return v.ValidateEgress(*e)
-	}
-	return nil
+	return s.tunnel.Validate(*e)
 }
 
 // CreateEgress adds an egress IP.

@@ -6,19 +6,6 @@ import (
 	"fmt"
 )
 
-// TunnelAttacher is implemented by egress rooms that can give a running host's container its
-// one way out (and take it away). The container has no other route, so a missing or dead
-// tunnel means no traffic, never a leak.
-type TunnelAttacher interface {
-	Attach(ctx context.Context, hostID string, pid int, e EgressIP) error
-	Detach(ctx context.Context, hostID string) error
-}
-
-func (s *Service) attacher() (TunnelAttacher, bool) {
-	a, ok := s.tunnel.(TunnelAttacher)
-	return a, ok
-}
-
 // boundEgress returns the egress IP a host is bound to, if any.
 func (s *Service) boundEgress(ctx context.Context, hostID string) (EgressIP, bool, error) {
 	var e EgressIP
@@ -47,10 +34,9 @@ type egressAttach struct {
 }
 
 // attachBound attaches the host's bound egress tunnel to its running container. Without a
-// binding, or without a tunnel room that can attach, it does nothing.
+// binding, or on a server without tunnels, it does nothing.
 func (s *Service) attachBound(ctx context.Context, hostID string) (egressAttach, error) {
-	a, ok := s.attacher()
-	if !ok {
+	if s.noTunnel {
 		return egressAttach{}, nil
 	}
 	e, found, err := s.boundEgress(ctx, hostID)
@@ -65,7 +51,7 @@ func (s *Service) attachBound(ctx context.Context, hostID string) (egressAttach,
 	if rh.State != StateRunning || rh.Pid <= 0 {
 		return out, nil // attached on the next start
 	}
-	if err := a.Attach(ctx, hostID, rh.Pid, e); err != nil {
+	if err := s.tunnel.Attach(ctx, hostID, rh.Pid, e); err != nil {
 		return out, &Error{Kind: KindUnavailable, Code: codeAttachFailed,
 			Message: fmt.Sprintf("egress %s (%s) could not be attached: %s", e.Label, e.IPAddress, egressErrText(err)), Err: err}
 	}
@@ -86,25 +72,18 @@ func egressErrText(err error) string {
 
 const codeAttachFailed = "egress_attach_failed"
 
-// attachEgress is attachBound for callers that only need to know whether it worked.
-func (s *Service) attachEgress(ctx context.Context, hostID string) error {
-	_, err := s.attachBound(ctx, hostID)
-	return err
-}
-
 func (s *Service) detachEgress(ctx context.Context, hostID string) error {
-	a, ok := s.attacher()
-	if !ok {
+	if s.noTunnel {
 		return nil
 	}
-	return a.Detach(ctx, hostID)
+	return s.tunnel.Detach(ctx, hostID)
 }
 
 // applyBinding attaches or detaches right after a binding changed, so a running host's
 // traffic follows its binding at once. The outcome is an event; after an attach the
 // host's egress is checked from inside its container in the background.
 func (s *Service) applyBinding(ctx context.Context, p Principal, hostID string, bound bool) {
-	if _, ok := s.attacher(); !ok {
+	if s.noTunnel {
 		return
 	}
 	var (

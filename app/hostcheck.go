@@ -9,33 +9,13 @@ import (
 	"time"
 )
 
-// HostChecker is implemented by egress rooms that can verify a running host's egress from
-// inside its container's network namespace: the connectivity, exit_ip and dns_leak checks
-// of Tunnel.Test, run by the container's own sockets, whatever the tunnel type. It is
-// optional; without it hosts are attached but never checked.
-type HostChecker interface {
-	// CheckHost checks the egress e of the host whose container's init process is pid.
-	// The error is for a host that cannot be checked at all; failed checks are in the result.
-	CheckHost(ctx context.Context, hostID string, pid int, e EgressIP) (EgressTestResult, error)
-}
-
-// TunnelTraffic is implemented by egress rooms that count what a host's tunnel exchanges
-// with its far end. It is optional: a cheap look (no packet is sent) that lets the
-// reconciler check a host at once when its tunnel keeps sending without hearing anything
-// back, rather than at its next periodic check. The check stays the only verdict.
-type TunnelTraffic interface {
-	// TunnelTraffic returns the bytes received from and sent to the far end of the host's
-	// tunnel since it was attached; ok is false when the host has no tunnel.
-	TunnelTraffic(hostID string) (rx, tx uint64, ok bool)
-}
-
 // Why a host's egress is checked.
 const (
 	CheckTriggerStart    = "start"    // a start task attached the tunnel
 	CheckTriggerBind     = "bind"     // a binding was created for a running host
 	CheckTriggerReattach = "reattach" // the reconciler attached (or found) the tunnel of a container not yet checked
 	CheckTriggerRecheck  = "recheck"  // the periodic check of a running host (Config.EgressRecheckInterval), or the retry of an unavailable one
-	CheckTriggerStall    = "stall"    // the tunnel sent and received nothing back for StallWindow (TunnelTraffic)
+	CheckTriggerStall    = "stall"    // the tunnel sent and received nothing back for StallWindow (Tunnel.Traffic)
 )
 
 // HostRecheckInterval is the default of Config.EgressRecheckInterval, and how often an
@@ -58,11 +38,6 @@ const hostCheckConcurrency = 4
 // errChecksUnconfigured matches the egress room's answer when no check service is set up.
 var errChecksUnconfigured = &Error{Kind: KindUnavailable, Code: "tunnel_check_unconfigured"}
 
-func (s *Service) hostChecker() (HostChecker, bool) {
-	c, ok := s.tunnel.(HostChecker)
-	return c, ok
-}
-
 // egressMemo is what the reconciler remembers of a host's egress between passes.
 type egressMemo struct {
 	attachFail string    // the attach failure last recorded as an event ("" after a success)
@@ -73,7 +48,7 @@ type egressMemo struct {
 	traffic    trafficSample
 }
 
-// trafficSample is a look at a tunnel's byte counters (TunnelTraffic).
+// trafficSample is a look at a tunnel's byte counters (Tunnel.Traffic).
 type trafficSample struct {
 	key    string // checkKey of the attachment counted
 	rx, tx uint64
@@ -228,9 +203,9 @@ func (s *Service) clearUnavailable(ctx context.Context, hostID string) error {
 // re-check whose outcome did not change records none). It returns nil when the checks
 // passed or could not run for want of a check service (skipped true), and an error saying
 // what failed otherwise.
-func (s *Service) checkHost(ctx context.Context, hc HostChecker, h Host, a egressAttach, trigger, taskID string) (skipped bool, _ error) {
+func (s *Service) checkHost(ctx context.Context, h Host, a egressAttach, trigger, taskID string) (skipped bool, _ error) {
 	start := s.Now()
-	res, err := hc.CheckHost(ctx, h.ID, a.pid, a.e)
+	res, err := s.tunnel.CheckHost(ctx, h.ID, a.pid, a.e)
 	if ctx.Err() != nil {
 		// The server is stopping (or the task was cancelled): a check cut short says
 		// nothing about the egress.
@@ -262,8 +237,8 @@ func (s *Service) checkHost(ctx context.Context, hc HostChecker, h Host, a egres
 	if unconfigured {
 		s.log.Debug("egress check skipped: no check service configured", "host", h.ID)
 		quiet = true
-		// Nothing can say the egress fails, as without a HostChecker: the attach that
-		// led here clears an unavailable host (else nothing ever would).
+		// Nothing can say the egress fails: the attach that led here clears an
+		// unavailable host (else nothing ever would).
 		v.keep = false
 	}
 	egress := fmt.Sprintf("egress %s (%s)", a.e.Label, a.e.IPAddress)
@@ -356,7 +331,7 @@ func failureReason(res EgressTestResult) string {
 
 // checkHostLater runs checkHost in the background (bounded), for checks nobody waits on:
 // after a bind, and the reconciler's. The caller has marked the memo running.
-func (s *Service) checkHostLater(hc HostChecker, h Host, a egressAttach, trigger string) {
+func (s *Service) checkHostLater(h Host, a egressAttach, trigger string) {
 	s.checks.Add(1)
 	go func() {
 		defer s.checks.Done()
@@ -372,7 +347,7 @@ func (s *Service) checkHostLater(hc HostChecker, h Host, a egressAttach, trigger
 			return
 		}
 		defer func() { <-s.checkSem }()
-		if _, err := s.checkHost(ctx, hc, h, a, trigger, ""); err != nil && ctx.Err() == nil {
+		if _, err := s.checkHost(ctx, h, a, trigger, ""); err != nil && ctx.Err() == nil {
 			s.log.Warn("egress check", "host", h.ID, "trigger", trigger, "err", err)
 		}
 	}()
@@ -380,8 +355,7 @@ func (s *Service) checkHostLater(hc HostChecker, h Host, a egressAttach, trigger
 
 // startCheck starts a background check unless one is in flight. It reports whether it did.
 func (s *Service) startCheck(h Host, a egressAttach, trigger string) bool {
-	hc, ok := s.hostChecker()
-	if !ok || a.pid <= 0 {
+	if s.noTunnel || a.pid <= 0 {
 		return false
 	}
 	st := s.reconcile
@@ -393,7 +367,7 @@ func (s *Service) startCheck(h Host, a egressAttach, trigger string) bool {
 	}
 	m.running, m.checked = true, checkKey(a.pid, a.e)
 	st.mu.Unlock()
-	s.checkHostLater(hc, h, a, trigger)
+	s.checkHostLater(h, a, trigger)
 	return true
 }
 
@@ -411,9 +385,9 @@ func (s *Service) backgroundContext() context.Context {
 // (a no-op when the same container has it), records an attach failure once per reason
 // (until it changes or attaching succeeds) and marks the host unavailable meanwhile, and
 // checks the egress of a container not yet checked, again once per recheckEvery (at the
-// host's own moment, checkSlot), and at once when its tunnel stalls (TunnelTraffic).
+// host's own moment, checkSlot), and at once when its tunnel stalls (Tunnel.Traffic).
 func (s *Service) reconcileEgress(ctx context.Context, h Host) {
-	if _, ok := s.attacher(); !ok {
+	if s.noTunnel {
 		return
 	}
 	st := s.reconcile
@@ -465,12 +439,6 @@ func (s *Service) reconcileEgress(ctx context.Context, h Host) {
 	if a.pid <= 0 {
 		return
 	}
-	if _, ok := s.hostChecker(); !ok {
-		if recovered || h.Status == HostUnavailable {
-			_ = s.markRunning(ctx, h.ID, "")
-		}
-		return
-	}
 	key := checkKey(a.pid, a.e)
 	now := s.Now()
 	stalled := s.trafficStalled(h.ID, key, now)
@@ -492,16 +460,12 @@ func (s *Service) reconcileEgress(ctx context.Context, h Host) {
 	}
 }
 
-// trafficStalled looks at the counters of the host's tunnel (when the egress room has
-// them) and reports whether, over the last StallWindow or more, it sent something and
+// trafficStalled looks at the counters of the host's tunnel (when it has them) and
+// reports whether, over the last StallWindow or more, it sent something and
 // received nothing. The look is kept until the window has passed, so frequent passes
 // (engine events) do not shrink it.
 func (s *Service) trafficStalled(hostID, key string, now time.Time) bool {
-	tt, ok := s.tunnel.(TunnelTraffic)
-	if !ok {
-		return false
-	}
-	rx, tx, ok := tt.TunnelTraffic(hostID)
+	rx, tx, ok := s.tunnel.Traffic(hostID)
 	st := s.reconcile
 	st.mu.Lock()
 	defer st.mu.Unlock()

@@ -14,8 +14,9 @@ import (
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/storage"
 )
 
-// hcAttacher is an egress room that attaches but cannot check hosts.
+// hcAttacher is an egress room that attaches; its host checks fail as NoTunnel's do.
 type hcAttacher struct {
+	app.NoTunnel
 	mu        sync.Mutex
 	attachErr error
 	attached  map[string]int // host → pid
@@ -459,21 +460,6 @@ func TestReconcileAttachFailureRecordedOnce(t *testing.T) {
 	e.reconcile()
 	if evs := e.events(id, "egress.attach"); len(evs) != 4 || evs[0].Result != app.ResultFailure {
 		t.Fatalf("events %+v", evs)
-	}
-}
-
-func TestHostCheckIsOptional(t *testing.T) {
-	tun := &hcAttacher{attached: map[string]int{}}
-	e := newHCEnv(t, tun)
-	id, task := e.createHost(true)
-	if _, ok := stepNamed(task, "verify egress"); ok {
-		t.Fatal("a tunnel without CheckHost got a verify step")
-	}
-	if h := e.host(id); h.Status != app.HostRunning || h.EgressCheck != nil {
-		t.Fatalf("status %q check %+v", h.Status, h.EgressCheck)
-	}
-	if _, ok := tun.attached[id]; !ok {
-		t.Fatal("not attached")
 	}
 }
 

@@ -176,13 +176,13 @@ func TestCheckSlot(t *testing.T) {
 	}
 }
 
-// hcTrafficTunnel also counts its tunnels' traffic (app.TunnelTraffic).
+// hcTrafficTunnel also counts its tunnels' traffic (Tunnel.Traffic).
 type hcTrafficTunnel struct {
 	*hcTunnel
 	rx, tx atomic.Uint64
 }
 
-func (t *hcTrafficTunnel) TunnelTraffic(string) (uint64, uint64, bool) {
+func (t *hcTrafficTunnel) Traffic(string) (uint64, uint64, bool) {
 	return t.rx.Load(), t.tx.Load(), true
 }
 

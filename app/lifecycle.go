@@ -192,7 +192,7 @@ func (s *Service) startContainer(ctx context.Context, r *taskRun, h Host) error 
 	}); err != nil {
 		return err
 	}
-	if _, ok := s.attacher(); ok {
+	if !s.noTunnel {
 		if _, bound, err := s.boundEgress(ctx, h.ID); err != nil {
 			return err
 		} else if bound {
@@ -207,8 +207,8 @@ func (s *Service) startContainer(ctx context.Context, r *taskRun, h Host) error 
 			s.reconcile.mu.Lock()
 			s.reconcile.memo(h.ID).attachFail = ""
 			s.reconcile.mu.Unlock()
-			if hc, ok := s.hostChecker(); ok && at.pid > 0 {
-				return s.verifyEgressStep(ctx, r, hc, h, at)
+			if at.pid > 0 {
+				return s.verifyEgressStep(ctx, r, h, at)
 			}
 		}
 	}
@@ -218,12 +218,12 @@ func (s *Service) startContainer(ctx context.Context, r *taskRun, h Host) error 
 // verifyEgressStep checks the just attached egress from inside the container as a task
 // step. A failed check fails the step, not the task: the host runs, marked unavailable
 // with the reason (checkHost records that, and the event).
-func (s *Service) verifyEgressStep(ctx context.Context, r *taskRun, hc HostChecker, h Host, at egressAttach) error {
+func (s *Service) verifyEgressStep(ctx context.Context, r *taskRun, h Host, at egressAttach) error {
 	const name = "verify egress (connectivity, exit IP, DNS leak)"
 	var skipped bool
 	err := r.step(ctx, name, func() error {
 		var err error
-		skipped, err = s.checkHost(ctx, hc, h, at, CheckTriggerStart, r.t.ID)
+		skipped, err = s.checkHost(ctx, h, at, CheckTriggerStart, r.t.ID)
 		return err
 	})
 	if ctx.Err() != nil {

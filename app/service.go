@@ -69,9 +69,11 @@ type Config struct {
 type Deps struct {
 	Store   Store
 	Runtime Runtime
-	Tunnel  Tunnel
-	Clock   Clock
-	Logger  *slog.Logger
+	// Tunnel is the egress room; nil means none (NoTunnel: egress tests answer 503, bound
+	// hosts are neither attached nor checked).
+	Tunnel Tunnel
+	Clock  Clock
+	Logger *slog.Logger
 }
 
 // Service is the one service layer. All doors call it.
@@ -80,6 +82,7 @@ type Service struct {
 	store     Store
 	runtime   Runtime
 	tunnel    Tunnel
+	noTunnel  bool // built without an egress room (Deps.Tunnel nil): bound hosts are neither attached nor checked
 	clock     Clock
 	log       *slog.Logger
 	throttle  *loginThrottle
@@ -155,7 +158,8 @@ func New(cfg Config, d Deps) (*Service, error) {
 	if d.Runtime == nil {
 		d.Runtime = NoRuntime{}
 	}
-	if d.Tunnel == nil {
+	noTunnel := d.Tunnel == nil
+	if noTunnel {
 		d.Tunnel = NoTunnel{}
 	}
 	dummy, err := bcrypt.GenerateFromPassword([]byte("not-a-real-password"), cfg.BcryptCost)
@@ -164,7 +168,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 	}
 	return &Service{
 		dummyHash: dummy,
-		cfg:       cfg, store: d.Store, runtime: d.Runtime, tunnel: d.Tunnel, clock: d.Clock, log: d.Logger,
+		cfg:       cfg, store: d.Store, runtime: d.Runtime, tunnel: d.Tunnel, noTunnel: noTunnel, clock: d.Clock, log: d.Logger,
 		throttle:  newLoginThrottle(),
 		queue:     make(chan string, 4096),
 		tokenUse:  newTokenUseTracker(),

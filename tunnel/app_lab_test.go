@@ -315,7 +315,7 @@ func serviceEgressLifecycle(t *testing.T, l *lab, tun labTunnel) {
 	step("provider killed: no traffic at all, host flagged by the periodic check")
 	killed := time.Now()
 	tun.kill()
-	rx0, tx0, _ := srv.m.TunnelTraffic(id)
+	rx0, tx0, _ := srv.m.Traffic(id)
 	// Nothing gets out: not the check service's address, not the provider's own address
 	// (reachable from the server, never from the container), not IPv6.
 	assertNoConnectivity(t, c, false)
@@ -334,8 +334,8 @@ func serviceEgressLifecycle(t *testing.T, l *lab, tun labTunnel) {
 		return failedEvent(killed, "after recheck", CheckConnectivity+" FAILED", "host marked unavailable")
 	})
 	t.Logf("flagged %v after the kill: %s", time.Since(killed).Round(time.Millisecond), hostState(srv.host(t, id)))
-	// The cheap signal (app.TunnelTraffic) saw it too: the dead tunnel sent, heard nothing.
-	if rx, tx, ok := srv.m.TunnelTraffic(id); !ok || tx <= tx0 || rx != rx0 {
+	// The cheap signal (Traffic) saw it too: the dead tunnel sent, heard nothing.
+	if rx, tx, ok := srv.m.Traffic(id); !ok || tx <= tx0 || rx != rx0 {
 		t.Errorf("traffic of the dead tunnel: rx %d→%d tx %d→%d (attached %v), want tx up and rx flat", rx0, rx, tx0, tx, ok)
 	}
 

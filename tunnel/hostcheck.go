@@ -18,15 +18,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-var _ app.HostChecker = (*Manager)(nil)
-
-// CheckHost implements app.HostChecker: it runs the connectivity, exit_ip and dns_leak
+// CheckHost implements app.Tunnel: it runs the connectivity, exit_ip and dns_leak
 // checks of Test (see runChecks) from inside the network namespace of the container whose
 // init process is pid, so it proves what the container itself gets, whatever kind of
 // tunnel gives it its way out. Every socket is created in the container's namespace on a
-// locked OS thread (see nsthread.Run); host names, including the check URL's, are resolved by
-// the container's own resolver (the first nameserver of its /etc/resolv.conf) through
-// that namespace, and the dns_leak check asks that resolver.
+// locked OS thread (see nsthread.Run); host names, including the check URL's, are
+// resolved by the container's own resolver (the first nameserver of its /etc/resolv.conf)
+// through that namespace, and the dns_leak check asks that resolver.
 //
 // The whole run is bounded by TestTimeout. The error is for a host that cannot be checked
 // at all (no process, the server's own namespace, checks not configured); failed checks

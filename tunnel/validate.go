@@ -5,12 +5,10 @@ import (
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/tunnel/outbound"
 )
 
-var _ app.EgressValidator = (*Manager)(nil)
-
-// ValidateEgress implements app.EgressValidator: it parses the egress IP the way Attach and
+// Validate implements app.Tunnel: it parses the egress IP the way Attach and
 // Test will, so a setting this room cannot run (a v2ray transport, vless vision, a key that
 // does not decode) is refused when the egress IP is saved.
-func (m *Manager) ValidateEgress(e app.EgressIP) error {
+func (m *Manager) Validate(e app.EgressIP) error {
 	switch e.TunnelType {
 	case app.TunnelProxy:
 		// New, not just ParseConfig: building the dialer is where a shadowsocks 2022 key
