@@ -50,11 +50,15 @@ type DB struct {
 	db   *bolt.DB
 	path string
 	gen  atomic.Uint64 // Update calls that have returned; see Generation
+
+	backupProgram string   // see SetBackupFiles
+	backupFiles   []string // see SetBackupFiles
 }
 
 var (
 	_ app.Store        = (*DB)(nil)
 	_ app.Generational = (*DB)(nil)
+	_ app.Snapshotter  = (*DB)(nil)
 )
 
 // Open opens (creating if needed) the database at path, creates missing buckets and applies
