@@ -312,6 +312,7 @@ func (f *matrixFixture) specs() map[string]mxSpec {
 	}})
 	add("DELETE /v1/admin/users/:id/sessions", mxSpec{access: mxAdminWrite, ok: 200, req: freshUser("/v1/admin/users/:id/sessions", nil)})
 	add("GET /v1/user/sessions", mxSpec{access: mxAuth, ok: 200, req: mxStatic("/v1/user/sessions")})
+	add("POST /v1/admin/backup", mxSpec{access: mxAdminWrite, ok: 200, req: mxStatic("/v1/admin/backup")})
 	add("GET /v1/admin/users/:id/ssh-keys", mxSpec{access: mxAdminRead, ok: 200, req: func(*mxCaller) (string, any) {
 		return "/v1/admin/users/" + f.userID + "/ssh-keys", nil
 	}})

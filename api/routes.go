@@ -87,6 +87,7 @@ func (s *Server) registerRoutes() {
 	s.registerTokenRoutes()
 	s.registerPortalRoutes()
 	s.registerBootstrapRoutes()
+	s.registerBackupRoutes()
 
 	// Tasks, events, dashboard.
 	s.handle("GET", "/v1/admin/tasks", accessAdminRead, reply(s, 200, func(r *http.Request, _ httprouter.Params, p app.Principal) (list[app.Task], error) {
