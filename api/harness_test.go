@@ -159,7 +159,7 @@ func (e *env) login(username, password string) string {
 }
 
 // user creates an account with a role and returns its id and a JWT.
-func (e *env) user(name, role string) (id, jwt string) {
+func (e *env) user(name string, role app.Role) (id, jwt string) {
 	e.t.Helper()
 	var u struct{ ID string }
 	e.do("POST", "/v1/admin/users", e.admin, map[string]any{"username": name, "password": "password-" + name, "role": role}, 201, &u)

@@ -334,7 +334,7 @@ func TestExpiryStopsHosts(t *testing.T) {
 	if s := inspectState(t, rt, hostID).State; s == app.StateRunning {
 		t.Fatalf("expired user's host still %s", s)
 	}
-	var u struct{ Status string }
+	var u struct{ Status app.UserStatus }
 	e.do("GET", "/v1/admin/users/"+uid, e.admin, nil, 200, &u)
 	if u.Status != app.UserExpired {
 		t.Fatalf("status %s", u.Status)

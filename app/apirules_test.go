@@ -15,7 +15,7 @@ import (
 var rulesSystem = app.Principal{Username: "system", Role: app.RoleAdmin, Method: "system"}
 
 // rulesUser creates an account and returns a principal for it, as a JWT would give.
-func rulesUser(t *testing.T, svc *app.Service, name, role string) app.Principal {
+func rulesUser(t *testing.T, svc *app.Service, name string, role app.Role) app.Principal {
 	t.Helper()
 	u, err := svc.CreateUser(context.Background(), rulesSystem, app.CreateUserInput{Username: name, Password: "password-" + name, Role: role})
 	if err != nil {

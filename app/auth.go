@@ -15,7 +15,7 @@ import (
 const jwtAudience = "cloud-cli-proxy-api"
 
 type jwtClaims struct {
-	Role    string `json:"role"`
+	Role    Role   `json:"role"`
 	Version int64  `json:"ver"`
 	jwt.RegisteredClaims
 }
@@ -23,7 +23,7 @@ type jwtClaims struct {
 // LoginResult is what a successful login returns.
 type LoginResult struct {
 	Token     string `json:"token"`
-	Role      string `json:"role"`
+	Role      Role   `json:"role"`
 	ExpiresIn int64  `json:"expires_in"`
 	UserID    string `json:"user_id"`
 	Username  string `json:"username"`
@@ -228,7 +228,7 @@ func (s *Service) Me(ctx context.Context, p Principal) (UserView, error) {
 
 // RecordAuthFailure audits a rejected credential seen by a door.
 func (s *Service) RecordAuthFailure(ctx context.Context, ip, method, why string) {
-	e := s.event(Principal{Method: method, SourceIP: ip}, "auth.failure", ResultFailure)
+	e := s.event(Principal{Method: AuthMethod(method), SourceIP: ip}, "auth.failure", ResultFailure)
 	e.Message = why
 	s.record(ctx, e)
 }

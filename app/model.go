@@ -5,26 +5,36 @@ import (
 	"time"
 )
 
+// Role is what an account may do: administer everything, read everything, or use its own.
+type Role string
+
+func (r Role) String() string { return string(r) }
+
 // Roles.
 const (
-	RoleAdmin  = "admin"
-	RoleViewer = "viewer"
-	RoleUser   = "user"
+	RoleAdmin  Role = "admin"
+	RoleViewer Role = "viewer"
+	RoleUser   Role = "user"
 )
+
+// UserStatus is whether an account may sign in.
+type UserStatus string
+
+func (s UserStatus) String() string { return string(s) }
 
 // User statuses.
 const (
-	UserActive   = "active"
-	UserDisabled = "disabled"
-	UserExpired  = "expired"
+	UserActive   UserStatus = "active"
+	UserDisabled UserStatus = "disabled"
+	UserExpired  UserStatus = "expired"
 )
 
 // User is an account. PasswordHash and Version never leave the service.
 type User struct {
 	ID           string     `json:"id"`
 	Username     string     `json:"username"`
-	Role         string     `json:"role"`
-	Status       string     `json:"status"`
+	Role         Role       `json:"role"`
+	Status       UserStatus `json:"status"`
 	ExpiresAt    *time.Time `json:"expires_at"`
 	CreatedAt    time.Time  `json:"created_at"`
 	UpdatedAt    time.Time  `json:"updated_at"`

@@ -189,9 +189,9 @@ func (s *Service) Now() time.Time { return s.clock.Now().UTC() }
 type Principal struct {
 	UserID   string
 	Username string
-	Role     string
-	// Method is how they authenticated: password, jwt, token, ssh_password, ssh_key, system.
-	Method    string
+	Role     Role
+	// Method is how they authenticated.
+	Method    AuthMethod
 	JTI       string
 	JWTExpiry time.Time
 	TokenID   string
@@ -208,16 +208,22 @@ type Principal struct {
 	CredHost string
 }
 
+// AuthMethod is how a principal signed in.
+type AuthMethod string
+
+func (m AuthMethod) String() string { return string(m) }
+
 // Authentication methods (Principal.Method).
 const (
-	MethodPassword        = "password"          // REST login or bootstrap with the account password
-	MethodJWT             = "jwt"               // a JWT issued by a login
-	MethodToken           = "token"             // an access token
-	MethodSSHPassword     = "ssh_password"      // an SSH door with the account password
-	MethodSSHHostPassword = "ssh_host_password" // the gateway with a host's SSH password
-	MethodSSHKey          = "ssh_key"           // an SSH door with a registered key
-	MethodSystem          = "system"            // the server's own work
-	MethodAnonymous       = "anonymous"         // not signed in
+	MethodPassword        AuthMethod = "password"          // REST login or bootstrap with the account password
+	MethodJWT             AuthMethod = "jwt"               // a JWT issued by a login
+	MethodToken           AuthMethod = "token"             // an access token
+	MethodSSHPassword     AuthMethod = "ssh_password"      // an SSH door with the account password
+	MethodSSHHostPassword AuthMethod = "ssh_host_password" // the gateway with a host's SSH password
+	MethodSSHKey          AuthMethod = "ssh_key"           // an SSH door with a registered key
+	MethodSSH             AuthMethod = "ssh"               // an SSH sign-in that failed (audit only)
+	MethodSystem          AuthMethod = "system"            // the server's own work
+	MethodAnonymous       AuthMethod = "anonymous"         // not signed in
 )
 
 // systemPrincipal is the principal of the server's own background work.
@@ -297,7 +303,7 @@ func (s *Service) requireScope(ctx context.Context, p Principal, action string) 
 func (s *Service) event(p Principal, action, result string) Event {
 	return Event{
 		Time: s.Now(), Action: action, Result: result,
-		ActorID: p.UserID, ActorName: p.Username, AuthMethod: p.Method,
+		ActorID: p.UserID, ActorName: p.Username, AuthMethod: string(p.Method),
 		TokenID: p.TokenID, TokenName: p.TokenName, SourceIP: p.SourceIP,
 	}
 }

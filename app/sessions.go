@@ -45,7 +45,7 @@ type SessionInfo struct {
 	Kind      SessionKind `json:"kind"`
 	UserID    string      `json:"user_id"`
 	Username  string      `json:"username"`
-	Method    string      `json:"auth_method"`
+	Method    AuthMethod  `json:"auth_method"`
 	KeyFP     string      `json:"key_fingerprint,omitempty"`
 	TokenID   string      `json:"token_id,omitempty"`
 	HostID    string      `json:"host_id,omitempty"`
@@ -232,7 +232,7 @@ func (s *Service) endSessions(ctx context.Context, p Principal, match func(Sessi
 		for _, l := range ls {
 			e := s.event(p, "session.end", ResultSuccess)
 			e.UserID, e.HostID, e.TargetType, e.TargetID = l.info.UserID, l.info.HostID, "session", l.info.ID
-			e.Message = truncate(string(l.info.Kind)+" ("+l.info.Method+"): "+reason, 200)
+			e.Message = truncate(string(l.info.Kind)+" ("+l.info.Method.String()+"): "+reason, 200)
 			if err := tx.AddEvent(&e); err != nil {
 				return err
 			}

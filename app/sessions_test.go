@@ -301,7 +301,7 @@ func TestLoginAllowedFollowsTheCredential(t *testing.T) {
 
 func TestDisableRevokesTokensForGood(t *testing.T) {
 	e := newSessEnv(t, 0)
-	for _, st := range []string{app.UserDisabled, app.UserActive} {
+	for _, st := range []app.UserStatus{app.UserDisabled, app.UserActive} {
 		st := st
 		if _, err := e.svc.PatchUser(e.ctx, e.admin, e.alice.UserID, app.PatchUserInput{Status: &st}); err != nil {
 			t.Fatal(err)

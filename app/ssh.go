@@ -114,7 +114,7 @@ func (s *Service) SSHLoginFailed(ctx context.Context, ip, login string) {
 
 func (s *Service) sshSuccess(ctx context.Context, p Principal, fp string) Principal {
 	e := s.event(p, "auth.ssh_login", ResultSuccess)
-	e.UserID, e.Message = p.UserID, p.Method+" "+fp
+	e.UserID, e.Message = p.UserID, p.Method.String()+" "+fp
 	s.record(ctx, e)
 	return p
 }

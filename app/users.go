@@ -14,8 +14,8 @@ import (
 type UserView struct {
 	ID        string     `json:"id"`
 	Username  string     `json:"username"`
-	Role      string     `json:"role"`
-	Status    string     `json:"status"`
+	Role      Role       `json:"role"`
+	Status    UserStatus `json:"status"`
 	ExpiresAt *time.Time `json:"expires_at"`
 	CreatedAt time.Time  `json:"created_at"`
 	UpdatedAt time.Time  `json:"updated_at"`
@@ -31,7 +31,7 @@ type CreateUserInput struct {
 	Username  string     `json:"username"`
 	Password  string     `json:"password"`
 	ExpiresAt *time.Time `json:"expires_at"`
-	Role      string     `json:"role"`
+	Role      Role       `json:"role"`
 }
 
 var usernameRE = regexp.MustCompile(`^[a-z0-9._-]{3,50}$`)
@@ -55,7 +55,7 @@ func ValidatePassword(field, pw string) error {
 	return nil
 }
 
-func validateRole(role string) error {
+func validateRole(role Role) error {
 	switch role {
 	case RoleUser, RoleViewer, RoleAdmin:
 		return nil
@@ -183,8 +183,8 @@ func (s *Service) GetUser(ctx context.Context, p Principal, id string) (UserView
 
 // PatchUserInput changes an account's status or role.
 type PatchUserInput struct {
-	Status *string `json:"status"`
-	Role   *string `json:"role"`
+	Status *UserStatus `json:"status"`
+	Role   *Role       `json:"role"`
 }
 
 // PatchUser enables, disables or changes the role of an account. Disabling kills its sessions.
@@ -240,7 +240,7 @@ func (s *Service) PatchUser(ctx context.Context, p Principal, id string, in Patc
 		}
 		e := s.event(p, "user.update", ResultSuccess)
 		e.TargetType, e.TargetID, e.UserID = "user", u.ID, u.ID
-		e.Message = "status=" + u.Status + " role=" + u.Role
+		e.Message = "status=" + u.Status.String() + " role=" + u.Role.String()
 		return tx.AddEvent(&e)
 	})
 	if err == nil && disabled {

@@ -373,7 +373,7 @@ func TestValidateCreateUserInput(t *testing.T) {
 		{app.CreateUserInput{Username: "admin2", Password: "password", Role: app.RoleAdmin}, ""},
 	} {
 		in := c.in
-		valCheck(t, in.Username+"/"+in.Role, in.Validate(), c.field)
+		valCheck(t, in.Username+"/"+in.Role.String(), in.Validate(), c.field)
 	}
 }
 

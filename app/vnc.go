@@ -58,9 +58,9 @@ type vncClaims struct {
 	Version int64  `json:"ver"`
 	// Method and Cred name the credential the ticket was issued for (jwt + its jti, token +
 	// its id); it is checked again on every use, so logging out or revoking kills the ticket.
-	Method  string `json:"m"`
-	Cred    string `json:"cred"`
-	CredExp int64  `json:"cexp,omitempty"` // unix seconds; 0 = the credential never expires
+	Method  AuthMethod `json:"m"`
+	Cred    string     `json:"cred"`
+	CredExp int64      `json:"cexp,omitempty"` // unix seconds; 0 = the credential never expires
 	jwt.RegisteredClaims
 }
 

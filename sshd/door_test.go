@@ -105,7 +105,7 @@ func serveDoor(t *testing.T, svc *app.Service, cfg sshd.DoorConfig) (*sshd.Door,
 	return door, ln.Addr().String()
 }
 
-func (e *doorEnv) user(name, role string) app.UserView {
+func (e *doorEnv) user(name string, role app.Role) app.UserView {
 	e.t.Helper()
 	u, err := e.svc.CreateUser(context.Background(), e.admin, app.CreateUserInput{Username: name, Password: "password-" + name, Role: role})
 	if err != nil {

@@ -190,9 +190,9 @@ func decodeUserFast(d []byte, u *app.User) bool {
 		case "username":
 			u.Username = val
 		case "role":
-			u.Role = val
+			u.Role = app.Role(val)
 		case "status":
-			u.Status = val
+			u.Status = app.UserStatus(val)
 		case "password_hash":
 			u.PasswordHash = val
 		case "expires_at":

@@ -68,7 +68,7 @@ func (e *env) login(user, pw string) app.Principal {
 
 func (e *env) tick() { e.clk.Add(time.Minute) }
 
-func (e *env) user(name, role string) (app.UserView, app.Principal) {
+func (e *env) user(name string, role app.Role) (app.UserView, app.Principal) {
 	e.t.Helper()
 	e.tick()
 	u, err := e.svc.CreateUser(e.ctx, e.admin, app.CreateUserInput{Username: name, Password: "password-" + name, Role: role})

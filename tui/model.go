@@ -128,7 +128,7 @@ func (m *Model) recheck() (cmd tea.Cmd, stop bool) {
 		m.views = viewsFor(p)
 		m.prompt = nil
 		m.switchView(0)
-		m.info("your role is now " + p.Role)
+		m.info("your role is now " + p.Role.String())
 		return nil, true
 	}
 	m.p = p
@@ -355,7 +355,7 @@ func errorText(err error) string {
 // readOnly refuses a change the principal's credential cannot make (Principal.CanWrite is
 // app's rule; the service would answer 403).
 func (m *Model) readOnly() {
-	m.flash = flash{text: "read-only: " + m.p.Username + " (" + m.p.Role + ") cannot make changes", err: true}
+	m.flash = flash{text: "read-only: " + m.p.Username + " (" + m.p.Role.String() + ") cannot make changes", err: true}
 }
 
 // key handles a key press.
@@ -467,7 +467,7 @@ func (m *Model) headerLine(w int) string {
 		}
 	}
 	left := " " + sanitize(strings.Join(crumbs, " > "))
-	who := m.p.Username + " (" + m.p.Role
+	who := m.p.Username + " (" + m.p.Role.String()
 	if !m.p.CanWrite() {
 		who += ", read-only"
 	}

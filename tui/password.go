@@ -30,8 +30,8 @@ func (a *accountScreen) body(m *Model, w, h int) []string {
 		return []string{"", m.st.errText.Render(" " + errorText(a.err))}
 	}
 	return []string{"",
-		" " + m.kv("Username", a.me.Username), " " + m.kv("Role", a.me.Role), " " + m.kv("Status", a.me.Status),
-		" " + m.kv("Expires", fmtTimeP(a.me.ExpiresAt, "never")), " " + m.kv("Signed in by", m.p.Method),
+		" " + m.kv("Username", a.me.Username), " " + m.kv("Role", a.me.Role.String()), " " + m.kv("Status", a.me.Status.String()),
+		" " + m.kv("Expires", fmtTimeP(a.me.ExpiresAt, "never")), " " + m.kv("Signed in by", m.p.Method.String()),
 		" " + m.kv("From", dash(m.p.SourceIP)), "",
 		" " + m.st.dim.Render("Press enter to change your password."),
 	}

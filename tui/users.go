@@ -21,7 +21,7 @@ func usersView() *viewSpec {
 			sort.Slice(us, func(i, j int) bool { return us[i].Username < us[j].Username })
 			rows := make([]row, 0, len(us))
 			for _, u := range us {
-				rows = append(rows, row{key: u.ID, item: u, cells: []string{u.Username, u.Role, u.Status,
+				rows = append(rows, row{key: u.ID, item: u, cells: []string{u.Username, u.Role.String(), u.Status.String(),
 					fmtTimeP(u.ExpiresAt, "never"), fmtTime(u.CreatedAt)}})
 			}
 			return rows, nil
@@ -46,7 +46,7 @@ func usersView() *viewSpec {
 						m.fail(err)
 						return nil
 					}
-					m.done("user " + u.Username + " is now " + to)
+					m.done("user " + u.Username + " is now " + to.String())
 					return nil
 				})
 			}},
@@ -87,7 +87,7 @@ func usersView() *viewSpec {
 func userDetail(m *Model, r row) []string {
 	u := r.item.(app.UserView)
 	out := []string{
-		m.kv("ID", u.ID), m.kv("Username", u.Username), m.kv("Role", u.Role), m.kv("Status", u.Status),
+		m.kv("ID", u.ID), m.kv("Username", u.Username), m.kv("Role", u.Role.String()), m.kv("Status", u.Status.String()),
 		m.kv("Expires", fmtTimeP(u.ExpiresAt, "never")), m.kv("Created", fmtTime(u.CreatedAt)),
 		m.kv("Updated", fmtTime(u.UpdatedAt)), "", m.section("SSH keys"),
 	}
@@ -135,7 +135,7 @@ func createUserForm(m *Model) *formScreen {
 	f := m.newForm("Create user",
 		m.text("username", "Username", "3-50 of a-z 0-9 . _ -"),
 		m.secret("password", "Password"),
-		m.pick("role", "Role", app.RoleUser, app.RoleViewer, app.RoleAdmin),
+		m.pick("role", "Role", app.RoleUser.String(), app.RoleViewer.String(), app.RoleAdmin.String()),
 		exp)
 	f.submit = func(m *Model, f *formScreen) tea.Cmd {
 		at, err := parseDate("expires_at", f.get("expires_at"))
@@ -144,12 +144,12 @@ func createUserForm(m *Model) *formScreen {
 			return nil
 		}
 		u, err := m.svc.CreateUser(m.ctx, m.p, app.CreateUserInput{Username: f.get("username"),
-			Password: f.raw("password"), Role: f.get("role"), ExpiresAt: at})
+			Password: f.raw("password"), Role: app.Role(f.get("role")), ExpiresAt: at})
 		if err != nil {
 			f.fail(err)
 			return nil
 		}
-		m.created(u.ID, "created user "+u.Username+" ("+u.Role+")")
+		m.created(u.ID, "created user "+u.Username+" ("+u.Role.String()+")")
 		return nil
 	}
 	return f
