@@ -8,4 +8,11 @@
 // It checks egress IPs from the server (Manager.Test: on a user-space WireGuard stack or
 // through the proxy outbound) and from inside a container (Manager.CheckHost).
 // CheckService is the public endpoint those checks talk to.
+//
+// Files: manager.go (Manager, its configuration and Status), attach.go (Attach, Detach
+// and what every attachment shares: the container's namespace checked and prepared),
+// wireguard.go with kernelwg.go and wgconfig.go (WireGuard tunnels), proxy.go (proxy
+// tunnels), container.go (the tunnel device's addresses and routes, the container's
+// resolv.conf), check.go, proxy_check.go and hostcheck.go (the three checks), netns.go
+// (devices and binds in another namespace), validate.go and traffic.go.
 package tunnel
