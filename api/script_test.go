@@ -214,7 +214,6 @@ func ptyRun(t *testing.T, env []string, argv []string, answers [][2]string) (str
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		time.Sleep(50 * time.Millisecond) // let the script switch echo off before typing
 		if _, err := ptmx.Write([]byte(a[1] + "\r")); err != nil {
 			t.Fatal(err)
 		}
