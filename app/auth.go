@@ -15,8 +15,8 @@ import (
 const jwtAudience = "cloud-cli-proxy-api"
 
 type jwtClaims struct {
-	Role    Role   `json:"role"`
-	Version int64  `json:"ver"`
+	Role    Role  `json:"role"`
+	Version int64 `json:"ver"`
 	jwt.RegisteredClaims
 }
 
