@@ -3,6 +3,8 @@ package app
 import (
 	"bytes"
 	"context"
+	"crypto/ecdh"
+	"encoding/base64"
 	"encoding/json"
 	"sort"
 	"strings"
@@ -29,7 +31,11 @@ type EgressInput struct {
 // EgressView is an egress IP as clients see it: secrets masked, bound hosts listed.
 type EgressView struct {
 	EgressIP
-	BoundHosts []string `json:"bound_hosts"`
+	// WGLocalPublicKey is the public key of the server's end of a WireGuard tunnel, the
+	// key of wg_private_key (which the server generates when none is given): the
+	// provider's peer is configured with it.
+	WGLocalPublicKey string   `json:"wg_local_public_key,omitempty"`
+	BoundHosts       []string `json:"bound_hosts"`
 }
 
 const mask = "********"
@@ -110,6 +116,10 @@ func unmaskProxyConfig(in, stored json.RawMessage) json.RawMessage {
 }
 
 func viewEgress(e EgressIP, bound []string) EgressView {
+	var local string
+	if e.TunnelType == TunnelWireGuard {
+		local = wgPublicKey(e.WGPrivateKey)
+	}
 	if e.WGPrivateKey != "" {
 		e.WGPrivateKey = mask
 	}
@@ -121,7 +131,20 @@ func viewEgress(e EgressIP, bound []string) EgressView {
 		bound = []string{}
 	}
 	sort.Strings(bound)
-	return EgressView{EgressIP: e, BoundHosts: bound}
+	return EgressView{EgressIP: e, WGLocalPublicKey: local, BoundHosts: bound}
+}
+
+// wgPublicKey is the WireGuard public key of a base64 private key, "" when it is none.
+func wgPublicKey(private string) string {
+	b, err := base64.StdEncoding.DecodeString(private)
+	if err != nil {
+		return ""
+	}
+	k, err := ecdh.X25519().NewPrivateKey(b)
+	if err != nil {
+		return ""
+	}
+	return base64.StdEncoding.EncodeToString(k.PublicKey().Bytes())
 }
 
 // CreateEgress adds an egress IP.

@@ -96,7 +96,7 @@ func egressDetail(m *Model, r row) []string {
 		m.kv("Tunnel", e.TunnelType), m.kv("Provider", e.Provider)}
 	if e.TunnelType == app.TunnelWireGuard {
 		out = append(out, m.kv("Endpoint", e.WGEndpoint), m.kv("Public key", e.WGPublicKey),
-			m.kv("Private key", dash(e.WGPrivateKey)), m.kv("Preshared key", dash(e.WGPresharedKey)),
+			m.kv("Private key", dash(e.WGPrivateKey)), m.kv("Local pubkey", dash(e.WGLocalPublicKey)), m.kv("Preshared key", dash(e.WGPresharedKey)),
 			m.kv("Allowed IPs", e.WGAllowedIPs), m.kv("DNS server", dash(e.WGDNSServer)),
 			m.kv("Peer address", e.WGPeerAddress))
 	}
