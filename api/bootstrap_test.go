@@ -219,9 +219,9 @@ func TestBootstrapRoles(t *testing.T) {
 
 	var hosts struct {
 		Hosts []struct {
-			ID     string `json:"id"`
-			UserID string `json:"user_id"`
-			Status string `json:"status"`
+			ID     string        `json:"id"`
+			UserID string        `json:"user_id"`
+			Status app.HostState `json:"status"`
 		} `json:"hosts"`
 	}
 	e.do("GET", "/v1/admin/hosts", e.admin, nil, 200, &hosts)
@@ -259,7 +259,7 @@ func TestBootstrapShellFormat(t *testing.T) {
 	}
 	seedWaitTask(e, sess["task_id"])
 	st := shellLines(t, e.do("GET", sess["status_url"]+"?format=shell", sess["secret"], nil, 200, nil))
-	if st["state"] != app.TaskSucceeded || st["step_state"] != "done" || st["handoff_url"] != sess["status_url"]+"/handoff" {
+	if st["state"] != string(app.TaskSucceeded) || st["step_state"] != "done" || st["handoff_url"] != sess["status_url"]+"/handoff" {
 		t.Fatalf("status %v", st)
 	}
 	ho := shellLines(t, e.do("GET", st["handoff_url"]+"?format=shell", sess["secret"], nil, 200, nil))

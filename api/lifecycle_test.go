@@ -143,7 +143,7 @@ func TestHostLifecycleOnRealEngine(t *testing.T) {
 		Image  string
 	}
 	e.do("GET", "/v1/admin/hosts/"+hostID, e.admin, nil, 200, &view)
-	if view.Status != app.HostRunning || view.Image != testImage() {
+	if view.Status != string(app.HostRunning) || view.Image != testImage() {
 		t.Fatalf("host view %+v", view)
 	}
 	// Limits and hardening are visible in the engine's inspect.

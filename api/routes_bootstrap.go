@@ -46,7 +46,7 @@ func (s *Server) registerBootstrapRoutes() {
 		}
 		if shell {
 			writeShellLines(w, http.StatusAccepted, []kv{{"task_id", res.TaskID}, {"host_id", res.HostID},
-				{"status", res.Status}, {"status_url", res.StatusURL}, {"secret", res.Secret},
+				{"status", res.Status.String()}, {"status_url", res.StatusURL}, {"secret", res.Secret},
 				{"expires_at", res.ExpiresAt.UTC().Format(time.RFC3339)}})
 			return
 		}
@@ -64,7 +64,7 @@ func (s *Server) registerBootstrapRoutes() {
 			return
 		}
 		if shell {
-			lines := []kv{{"id", res.ID}, {"kind", res.Kind}, {"state", res.State}}
+			lines := []kv{{"id", res.ID}, {"kind", res.Kind}, {"state", res.State.String()}}
 			if n := len(res.Steps); n > 0 {
 				lines = append(lines, kv{"step", res.Steps[n-1].Name}, kv{"step_state", res.Steps[n-1].State})
 			}

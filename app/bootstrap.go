@@ -16,10 +16,10 @@ import (
 // BootstrapSession is the answer to a bootstrap login: the task that makes the user's host
 // ready, and the secret that opens its status and handoff.
 type BootstrapSession struct {
-	TaskID    string `json:"task_id"`
-	HostID    string `json:"host_id"`
-	Status    string `json:"status"`
-	StatusURL string `json:"status_url"`
+	TaskID    string    `json:"task_id"`
+	HostID    string    `json:"host_id"`
+	Status    TaskState `json:"status"`
+	StatusURL string    `json:"status_url"`
 	// Secret is the session's capability: the status and handoff of TaskID answer only a
 	// request that carries it (Authorization: Bearer SECRET), until ExpiresAt.
 	Secret    string    `json:"secret"`
@@ -188,7 +188,7 @@ func (s *Service) readyingTask(ctx context.Context, err error, h Host) (Task, bo
 type BootstrapTaskStatus struct {
 	ID     string     `json:"id"`
 	Kind   string     `json:"kind"`
-	State  string     `json:"state"`
+	State  TaskState  `json:"state"`
 	Steps  []TaskStep `json:"steps"`
 	Error  *TaskError `json:"error,omitempty"`
 	Handof string     `json:"handoff_url,omitempty"`

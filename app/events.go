@@ -40,8 +40,8 @@ type Stats struct {
 		Expired  int `json:"expired"`
 	} `json:"users"`
 	Hosts struct {
-		Total    int            `json:"total"`
-		ByStatus map[string]int `json:"by_status"`
+		Total    int               `json:"total"`
+		ByStatus map[HostState]int `json:"by_status"`
 	} `json:"hosts"`
 	EgressIPs struct {
 		Total int `json:"total"`
@@ -61,7 +61,7 @@ func (s *Service) DashboardStats(ctx context.Context, p Principal) (Stats, error
 		return Stats{}, err
 	}
 	var st Stats
-	st.Hosts.ByStatus = map[string]int{}
+	st.Hosts.ByStatus = map[HostState]int{}
 	err := s.store.View(ctx, func(tx Tx) error {
 		us, err := tx.ListUsers()
 		if err != nil {

@@ -79,18 +79,18 @@ type EgressRef struct {
 
 // HostView is a host as clients see it.
 type HostView struct {
-	ID           string  `json:"id"`
-	ShortID      string  `json:"short_id"`
-	UserID       string  `json:"user_id"`
-	Username     string  `json:"username"`
-	Image        string  `json:"image"`
-	CPU          float64 `json:"cpu"`
-	MemoryMB     int64   `json:"memory_mb"`
-	PIDs         int64   `json:"pids"`
-	Status       string  `json:"status"`
-	DesiredState string  `json:"desired_state"`
-	ActiveTaskID string  `json:"active_task_id,omitempty"`
-	LastError    string  `json:"last_error,omitempty"`
+	ID           string    `json:"id"`
+	ShortID      string    `json:"short_id"`
+	UserID       string    `json:"user_id"`
+	Username     string    `json:"username"`
+	Image        string    `json:"image"`
+	CPU          float64   `json:"cpu"`
+	MemoryMB     int64     `json:"memory_mb"`
+	PIDs         int64     `json:"pids"`
+	Status       HostState `json:"status"`
+	DesiredState HostState `json:"desired_state"`
+	ActiveTaskID string    `json:"active_task_id,omitempty"`
+	LastError    string    `json:"last_error,omitempty"`
 	// UnavailableReason is set while Status is "unavailable": why the host's egress failed.
 	UnavailableReason string `json:"unavailable_reason,omitempty"`
 	// EgressCheck is the last egress check run inside the host's container, if any.

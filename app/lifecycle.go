@@ -244,7 +244,7 @@ func isRuntimeCode(err error, code string) bool {
 	return errors.As(err, &re) && re.Code == code
 }
 
-func (s *Service) setHostStatus(ctx context.Context, hostID, status string) error {
+func (s *Service) setHostStatus(ctx context.Context, hostID string, status HostState) error {
 	return s.store.Update(ctx, func(tx Tx) error {
 		h, err := tx.GetHost(hostID)
 		if err != nil {

@@ -80,23 +80,29 @@ type EgressIP struct {
 	UpdatedAt      time.Time       `json:"updated_at"`
 }
 
+// HostState is a host's status, or the state it is meant to be in (its desired state:
+// running, stopped or deleted).
+type HostState string
+
+func (s HostState) String() string { return string(s) }
+
 // Host statuses.
 const (
-	HostPending    = "pending"
-	HostCreating   = "creating"
-	HostRunning    = "running"
-	HostStarting   = "starting"
-	HostStopping   = "stopping"
-	HostStopped    = "stopped"
-	HostRebuilding = "rebuilding"
-	HostDeleting   = "deleting"
-	HostError      = "error"
+	HostPending    HostState = "pending"
+	HostCreating   HostState = "creating"
+	HostRunning    HostState = "running"
+	HostStarting   HostState = "starting"
+	HostStopping   HostState = "stopping"
+	HostStopped    HostState = "stopped"
+	HostRebuilding HostState = "rebuilding"
+	HostDeleting   HostState = "deleting"
+	HostError      HostState = "error"
 	// HostUnavailable is a running host whose egress failed: its tunnel could not be
 	// attached or it failed the checks run from inside its container. UnavailableReason
 	// says why; a later attach and passing check make it running again.
-	HostUnavailable = "unavailable"
+	HostUnavailable HostState = "unavailable"
 	// HostDeleted is only a desired state: the host is on its way out.
-	HostDeleted = "deleted"
+	HostDeleted HostState = "deleted"
 )
 
 // Host is a user's workspace container.
@@ -107,16 +113,16 @@ type Host struct {
 	Image   string `json:"image"`
 	// CustomImage is true when the host was created with an explicit image; otherwise a
 	// rebuild moves it to the server's current managed image.
-	CustomImage     bool    `json:"custom_image,omitempty"`
-	CPU             float64 `json:"cpu"`
-	MemoryMB        int64   `json:"memory_mb"`
-	PIDs            int64   `json:"pids"`
-	Status          string  `json:"status"`
-	DesiredState    string  `json:"desired_state"` // running, stopped or deleted
-	ContainerID     string  `json:"container_id,omitempty"`
-	ActiveTaskID    string  `json:"active_task_id,omitempty"`
-	LastError       string  `json:"last_error,omitempty"`
-	SSHPasswordHash string  `json:"ssh_password_hash,omitempty"`
+	CustomImage     bool      `json:"custom_image,omitempty"`
+	CPU             float64   `json:"cpu"`
+	MemoryMB        int64     `json:"memory_mb"`
+	PIDs            int64     `json:"pids"`
+	Status          HostState `json:"status"`
+	DesiredState    HostState `json:"desired_state"` // running, stopped or deleted
+	ContainerID     string    `json:"container_id,omitempty"`
+	ActiveTaskID    string    `json:"active_task_id,omitempty"`
+	LastError       string    `json:"last_error,omitempty"`
+	SSHPasswordHash string    `json:"ssh_password_hash,omitempty"`
 	// UnavailableReason is why the host is unavailable (Status HostUnavailable): its
 	// egress could not be attached or failed its check. Cleared by a passing check, an
 	// unbind or a stop; shown to clients only while the status is unavailable.
@@ -145,12 +151,17 @@ type Binding struct {
 	CreatedAt  time.Time `json:"created_at"`
 }
 
+// TaskState is where a task is in its life.
+type TaskState string
+
+func (s TaskState) String() string { return string(s) }
+
 // Task states.
 const (
-	TaskQueued    = "queued"
-	TaskRunning   = "running"
-	TaskSucceeded = "succeeded"
-	TaskFailed    = "failed"
+	TaskQueued    TaskState = "queued"
+	TaskRunning   TaskState = "running"
+	TaskSucceeded TaskState = "succeeded"
+	TaskFailed    TaskState = "failed"
 )
 
 // Task kinds.
@@ -185,7 +196,7 @@ type TaskError struct {
 type Task struct {
 	ID         string            `json:"id"`
 	Kind       string            `json:"kind"`
-	State      string            `json:"state"`
+	State      TaskState         `json:"state"`
 	HostID     string            `json:"host_id,omitempty"`
 	UserID     string            `json:"user_id,omitempty"`
 	ActorID    string            `json:"actor_id,omitempty"`

@@ -90,7 +90,7 @@ type TaskStore interface {
 	// ListTasks returns tasks newest first, at most limit (0: all), optionally for one host.
 	ListTasks(hostID string, limit int) ([]Task, error)
 	// ListTasksByState returns the tasks in one of the given states, oldest first.
-	ListTasksByState(states ...string) ([]Task, error)
+	ListTasksByState(states ...TaskState) ([]Task, error)
 	// PurgeTasksBefore deletes up to max finished tasks (<= 0: all) that finished before
 	// before; queued and running tasks stay.
 	PurgeTasksBefore(before time.Time, max int) (int, error)

@@ -124,7 +124,7 @@ func (s *Service) VNCTarget(ctx context.Context, p Principal, hostID string, doo
 	if err != nil {
 		return VNCTarget{}, err
 	}
-	notRunning := func(status string) error {
+	notRunning := func(status HostState) error {
 		msg := fmt.Sprintf("the host is %s, not running: start it, then open the desktop again", status)
 		if h.DesiredState == HostDeleted {
 			msg = "the host is being deleted"
@@ -139,7 +139,7 @@ func (s *Service) VNCTarget(ctx context.Context, p Principal, hostID string, doo
 		return VNCTarget{}, err
 	}
 	if rh.State != StateRunning || rh.Pid <= 0 {
-		return VNCTarget{}, notRunning(rh.State)
+		return VNCTarget{}, notRunning(HostState(rh.State))
 	}
 	if connect {
 		e := s.event(p, "host.vnc", ResultSuccess)

@@ -173,7 +173,7 @@ func seedWorld(ctx context.Context, db *storage.DB, svc *app.Service, g *idGen, 
 			WGDNSServer: "1.1.1.1", WGPeerAddress: fmt.Sprintf("10.66.%d.2/32", i), CreatedAt: c, UpdatedAt: c}
 		w.Egress = append(w.Egress, e)
 	}
-	statuses := []string{app.HostRunning, app.HostRunning, app.HostRunning, app.HostRunning, app.HostRunning,
+	statuses := []app.HostState{app.HostRunning, app.HostRunning, app.HostRunning, app.HostRunning, app.HostRunning,
 		app.HostRunning, app.HostStopped, app.HostStopped, app.HostError, app.HostRunning}
 	images := []string{"cloud-cli-proxy/managed:latest", "cloud-cli-proxy/managed:2026.1", "ghcr.io/acme/devbox:1.4.2"}
 	var bindings []app.Binding

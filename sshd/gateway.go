@@ -79,7 +79,6 @@ type Gateway struct {
 	mu sync.Mutex // guards the connection leases kept in ssh contexts
 }
 
-
 // NewGateway builds the gateway on svc. Serve it on a listener.
 func NewGateway(svc *app.Service, cfg GatewayConfig) (*Gateway, error) {
 	if svc == nil {

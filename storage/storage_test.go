@@ -608,15 +608,15 @@ func TestTasks(t *testing.T) {
 	}
 	stateTests := []struct {
 		name   string
-		states []string
+		states []app.TaskState
 		want   []string
 	}{
 		{"none", nil, nil},
-		{"queued", []string{app.TaskQueued}, []string{"t0", "t2", "t4"}},
-		{"queued+running", []string{app.TaskRunning, app.TaskQueued}, []string{"t0", "t2", "t3", "t4"}},
-		{"duplicate state", []string{app.TaskQueued, app.TaskQueued}, []string{"t0", "t2", "t4"}},
-		{"failed", []string{app.TaskFailed}, []string{"t5"}},
-		{"unknown", []string{"nope"}, nil},
+		{"queued", []app.TaskState{app.TaskQueued}, []string{"t0", "t2", "t4"}},
+		{"queued+running", []app.TaskState{app.TaskRunning, app.TaskQueued}, []string{"t0", "t2", "t3", "t4"}},
+		{"duplicate state", []app.TaskState{app.TaskQueued, app.TaskQueued}, []string{"t0", "t2", "t4"}},
+		{"failed", []app.TaskState{app.TaskFailed}, []string{"t5"}},
+		{"unknown", []app.TaskState{"nope"}, nil},
 	}
 	for _, tc := range stateTests {
 		t.Run("ListTasksByState/"+tc.name, func(t *testing.T) {

@@ -23,7 +23,7 @@ func taskIndexKeys(t app.Task) (byTime, byHost, byState []byte) {
 		byHost = join(prefix(t.HostID), s)
 	}
 	if t.State != "" {
-		byState = join(prefix(t.State), s)
+		byState = join(prefix(string(t.State)), s)
 	}
 	return
 }
@@ -83,16 +83,16 @@ func (t *tx) ListTasks(hostID string, limit int) ([]app.Task, error) {
 }
 
 // ListTasksByState returns the tasks in any of states, oldest first (by CreatedAt, then id).
-func (t *tx) ListTasksByState(states ...string) ([]app.Task, error) {
+func (t *tx) ListTasksByState(states ...app.TaskState) ([]app.Task, error) {
 	idx := t.bucket(bTasksByState)
 	var suffixes [][]byte
-	seen := map[string]bool{}
+	seen := map[app.TaskState]bool{}
 	for _, st := range states {
 		if st == "" || seen[st] {
 			continue
 		}
 		seen[st] = true
-		p := prefix(st)
+		p := prefix(string(st))
 		c := idx.Cursor()
 		for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
 			suffixes = append(suffixes, bytes.Clone(k[len(p):]))

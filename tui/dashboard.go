@@ -52,7 +52,7 @@ func (d *dashboardScreen) body(m *Model, w, h int) []string {
 	s := d.stats
 	var statuses []string
 	for st, n := range s.Hosts.ByStatus {
-		statuses = append(statuses, strconv.Itoa(n)+" "+st)
+		statuses = append(statuses, strconv.Itoa(n)+" "+st.String())
 	}
 	sort.Slice(statuses, func(i, j int) bool {
 		return strings.SplitN(statuses[i], " ", 2)[1] < strings.SplitN(statuses[j], " ", 2)[1]

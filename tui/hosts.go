@@ -18,7 +18,7 @@ func hostCells(h app.HostView, withUser bool) []string {
 			eg = short(h.Egress.ID)
 		}
 	}
-	status := h.Status
+	status := h.Status.String()
 	if h.ActiveTaskID != "" {
 		status += "*"
 	}
@@ -138,8 +138,8 @@ func hostDetail(m *Model, r row) []string {
 		eg = h.Egress.Label + " " + h.Egress.IPAddress
 	}
 	out := []string{
-		m.kv("ID", h.ID), m.kv("Host", h.ShortID), m.kv("User", h.Username), m.kv("Status", h.Status),
-		m.kv("Desired", h.DesiredState), m.kv("Image", h.Image),
+		m.kv("ID", h.ID), m.kv("Host", h.ShortID), m.kv("User", h.Username), m.kv("Status", h.Status.String()),
+		m.kv("Desired", h.DesiredState.String()), m.kv("Image", h.Image),
 		m.kv("Limits", fmt.Sprintf("%g CPU · %d MB · %d pids", h.CPU, h.MemoryMB, h.PIDs)),
 		m.kv("Egress", eg), m.kv("Connect", h.AccessCommand), m.kv("Created", fmtStamp(h.CreatedAt)),
 	}
@@ -175,7 +175,7 @@ func hostDetail(m *Model, r row) []string {
 	}
 	out = append(out, "", m.section("Recent tasks"))
 	for _, t := range ts {
-		out = append(out, "  "+fmtTime(t.CreatedAt)+"  "+fit(t.Kind, 26)+m.st.state(t.State).Render(t.State))
+		out = append(out, "  "+fmtTime(t.CreatedAt)+"  "+fit(t.Kind, 26)+m.st.state(t.State.String()).Render(t.State.String()))
 	}
 	return out
 }

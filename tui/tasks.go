@@ -41,7 +41,7 @@ func tasksView() *viewSpec {
 					h = short(t.HostID)
 				}
 				rows = append(rows, row{key: t.ID, item: t, cells: []string{t.CreatedAt.UTC().Format("01-02 15:04:05"),
-					t.Kind, t.State, dash(h), dash(users[t.UserID]), taskProgress(t)}})
+					t.Kind, t.State.String(), dash(h), dash(users[t.UserID]), taskProgress(t)}})
 			}
 			return rows, nil
 		},
@@ -78,7 +78,7 @@ func taskProgress(t app.Task) string {
 }
 
 func taskLines(m *Model, t app.Task) []string {
-	out := []string{m.kv("Task", t.ID), m.kv("Kind", t.Kind), m.kvStyled("State", m.st.state(t.State).Render(t.State))}
+	out := []string{m.kv("Task", t.ID), m.kv("Kind", t.Kind), m.kvStyled("State", m.st.state(t.State.String()).Render(t.State.String()))}
 	if t.Error != nil {
 		out = append(out, m.kvStyled("Error", m.st.errText.Render(sanitize(t.Error.Code+": "+t.Error.Message))))
 	}

@@ -109,7 +109,7 @@ func userDetail(m *Model, r row) []string {
 	for _, h := range hosts {
 		if h.UserID == u.ID {
 			n++
-			out = append(out, "  "+h.ShortID+"  "+h.Status+"  "+sanitize(h.Image))
+			out = append(out, "  "+h.ShortID+"  "+h.Status.String()+"  "+sanitize(h.Image))
 		}
 	}
 	if n == 0 {
