@@ -36,14 +36,25 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		err = Serve(ctx, args[1:], getenv, stdout, stderr, nil)
 	case "backup":
 		err = Backup(args[1:], getenv, stdout, stderr)
+	case "restore":
+		err = Restore(args[1:], getenv, stdout, stderr)
+	case "verify":
+		err = Verify(args[1:], stdout, stderr)
+	case "rotate-jwt-secret":
+		err = RotateJWTSecret(args[1:], getenv, stdout, stderr)
 	case "config":
-		printConfigTable(stdout)
+		err = ConfigCommand(args[1:], stdout, stderr)
 	case "check-service":
 		err = CheckService(args[1:], stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, "usage: cloud-cli-proxy [serve|backup|config|check-service] [flags]\n  serve          run the server (default)\n  backup         copy the database of a stopped server to --out\n  config         print the configuration keys\n  check-service  run the egress check service (what-is-my-IP + logging DNS zone)")
+	case "version", "--version":
+		err = Version(args[1:], stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		if len(args) > 1 && args[1] != "help" && !strings.HasPrefix(args[1], "-") {
+			return Main(ctx, []string{args[1], "--help"}, getenv, stdout, stderr)
+		}
+		fmt.Fprint(stdout, usage)
 	default:
-		err = fmt.Errorf("unknown command %q (serve, backup, config, check-service)", args[0])
+		err = fmt.Errorf("unknown command %q (%s; cloud-cli-proxy help)", args[0], strings.Join(commands, ", "))
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return 0 // the flag package already printed the usage
@@ -53,6 +64,36 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		return 1
 	}
 	return 0
+}
+
+// commands are the subcommands; each answers --help.
+var commands = []string{"serve", "backup", "restore", "verify", "rotate-jwt-secret", "config", "check-service", "version"}
+
+const usage = `usage: cloud-cli-proxy COMMAND [flags]   (COMMAND --help describes one)
+
+  serve              run the server (default)
+  backup             write a backup (works while the server runs: through DATA_DIR/admin.sock)
+  restore            restore a backup into a stopped server's data dir
+  verify             check a backup without restoring it
+  rotate-jwt-secret  write a new ADMIN_JWT_SECRET into an env file
+  config             print the configuration keys (--env-example: an env file of them all)
+  check-service      run the egress check service (what-is-my-IP + logging DNS zone)
+  version            print the version, commit and database schema version
+`
+
+// ConfigCommand prints the configuration table, or with --env-example the example env file.
+func ConfigCommand(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("config", "config [--env-example]\n\nPrints every configuration key (Markdown table), or an env file of them all.", stderr)
+	example := fs.Bool("env-example", false, "print an env file with every key, its meaning and default (deploy/systemd/cloud-cli-proxy.env.example)")
+	if err := parseNoArgs(fs, args); err != nil {
+		return err
+	}
+	if *example {
+		fmt.Fprint(stdout, EnvExample())
+		return nil
+	}
+	printConfigTable(stdout)
+	return nil
 }
 
 func printConfigTable(w io.Writer) {
@@ -172,6 +213,7 @@ func Serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			err = fmt.Errorf("closing the database: %w", cerr)
 		}
 	}()
+	db.SetBackupFiles(programVersion(), backupFiles...)
 
 	rt, err := runtime.NewDocker(ctx, runtime.Config{})
 	if err != nil {
@@ -244,6 +286,16 @@ func Serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	rest := api.New(svc, api.Config{RateLimitPerMinute: c.RateLimitPerMinute}, log)
 	go rest.Sweep(workCtx)
+	// The local admin socket for `cloud-cli-proxy backup` while the server runs.
+	if stopSock, err := serveAdminSocket(c.DataDir, svc, log); err != nil {
+		log.Warn("admin socket not available: `cloud-cli-proxy backup` cannot reach this server (POST /v1/admin/backup can)", "err", err)
+	} else {
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			stopSock(sctx)
+		}()
+	}
 
 	srv := &http.Server{Handler: rest.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
@@ -323,39 +375,4 @@ func Serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	waitWorkers()
 	log.Info("stopped; closing the database")
 	return serveErr
-}
-
-// Backup copies the database of a stopped server to --out (a running server holds the lock).
-func Backup(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	var out string
-	rest := make([]string, 0, len(args))
-	for i := 0; i < len(args); i++ {
-		switch {
-		case args[i] == "--out" && i+1 < len(args):
-			out = args[i+1]
-			i++
-		case strings.HasPrefix(args[i], "--out="):
-			out = strings.TrimPrefix(args[i], "--out=")
-		default:
-			rest = append(rest, args[i])
-		}
-	}
-	if out == "" {
-		return fmt.Errorf("backup: --out FILE is required")
-	}
-	c, err := LoadConfig(rest, getenv, stderr)
-	if err != nil {
-		return err
-	}
-	db, err := storage.Open(filepath.Join(c.DataDir, "cloud-cli-proxy.db"), storage.Options{})
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	n, err := storage.BackupFile(db, out)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "backup written: %s (%d bytes)\n", out, n)
-	return nil
 }
