@@ -56,7 +56,7 @@ func fixtureRecords() fixture {
 				WGAllowedIPs: "0.0.0.0/0, ::/0", WGDNSServer: "10.0.0.1", WGPeerAddress: "10.0.0.2/32", CreatedAt: ft(7), UpdatedAt: ft(8)},
 			{ID: "e-proxy", Label: "socks-ams", IPAddress: "203.0.113.8", TunnelType: "proxy",
 				ProxyConfig: json.RawMessage(`{"type":"socks","server":"proxy.example.com","server_port":1080,"username":"u","password":"p"}`),
-				CreatedAt: ft(9), UpdatedAt: ft(9)},
+				CreatedAt:   ft(9), UpdatedAt: ft(9)},
 		},
 		hosts: []app.Host{{ID: "h-1", ShortID: "k3x9q2ab", UserID: "u-alice", Image: "cloud-cli-proxy/managed:latest",
 			CPU: 1.5, MemoryMB: 2048, PIDs: 512, Status: "running", DesiredState: "running", ContainerID: "c0ffee",
@@ -233,7 +233,9 @@ func TestFixturesOpen(t *testing.T) {
 				return nil
 			})
 			// And the upgraded database takes new writes.
-			update(t, db, func(tx app.Tx) error { return tx.PutUser(app.User{ID: "u-new", Username: "newcomer", CreatedAt: ft(100)}) })
+			update(t, db, func(tx app.Tx) error {
+				return tx.PutUser(app.User{ID: "u-new", Username: "newcomer", CreatedAt: ft(100)})
+			})
 		})
 	}
 }
