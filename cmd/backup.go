@@ -85,6 +85,20 @@ func serverAnswers(path string) bool {
 	return true
 }
 
+// socketDenied is an error naming the fix when the admin socket exists but this user may
+// not connect to it.
+func socketDenied(path string) error {
+	c, err := net.DialTimeout("unix", path, 2*time.Second)
+	if err == nil {
+		_ = c.Close()
+		return nil
+	}
+	if errors.Is(err, os.ErrPermission) {
+		return fmt.Errorf("backup: permission denied on the admin socket %s: run as the server's user or root (sudo)", path)
+	}
+	return nil
+}
+
 // Backup writes a backup of the server's database to --out ("-": standard output). With the
 // server running it asks the server over its admin socket (a consistent snapshot taken while
 // it serves); otherwise it reads the database file itself.
@@ -108,6 +122,9 @@ func Backup(args []string, getenv func(string) string, stdout, stderr io.Writer)
 	sock := filepath.Join(dir, AdminSocketName)
 	via := "the stopped server's database " + filepath.Join(dir, storage.DBFileName)
 	write := func(w io.Writer) (storage.BackupHeader, error) {
+		if err := socketDenied(sock); err != nil {
+			return storage.BackupHeader{}, err
+		}
 		if serverAnswers(sock) {
 			via = "the running server (" + sock + ")"
 			return backupThroughSocket(sock, w)
@@ -118,7 +135,7 @@ func Backup(args []string, getenv func(string) string, stdout, stderr io.Writer)
 			return h, fmt.Errorf("backup: a server holds the database but its admin socket %s does not answer; use POST /v1/admin/backup, or stop the server", sock)
 		}
 		if errors.Is(err, os.ErrNotExist) {
-			return h, fmt.Errorf("backup: no database in %s (DATA_DIR)", dir)
+			return h, fmt.Errorf("backup: no database in %s (DATA_DIR; pass the server's --env-file or --data-dir)", dir)
 		}
 		return h, err
 	}
