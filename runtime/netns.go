@@ -2,10 +2,8 @@ package runtime
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"strings"
 
 	"github.com/vishvananda/netns"
 
@@ -51,22 +49,4 @@ func DialInNetns(ctx context.Context, pid int, network, addr string) (net.Conn, 
 // DialNetns implements app.Runtime with DialInNetns.
 func (d *Docker) DialNetns(ctx context.Context, pid int, network, addr string) (net.Conn, error) {
 	return DialInNetns(ctx, pid, network, addr)
-}
-
-// ErrNotLoopback is returned by LoopbackAddr for a destination outside the container.
-var ErrNotLoopback = errors.New("only 127.0.0.1, ::1 and localhost inside the workspace can be reached")
-
-// LoopbackAddrs maps a forwarding destination host to the loopback addresses to try
-// inside the container: 127.0.0.1 and ::1 as given, localhost as 127.0.0.1 then ::1.
-// Anything else is ErrNotLoopback.
-func LoopbackAddrs(host string) ([]string, error) {
-	switch strings.ToLower(host) {
-	case "127.0.0.1":
-		return []string{"127.0.0.1"}, nil
-	case "::1", "[::1]":
-		return []string{"::1"}, nil
-	case "localhost", "localhost.":
-		return []string{"127.0.0.1", "::1"}, nil
-	}
-	return nil, ErrNotLoopback
 }

@@ -3,7 +3,6 @@ package runtime
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,22 +11,6 @@ import (
 	"testing"
 	"time"
 )
-
-func TestLoopbackAddrs(t *testing.T) {
-	for host, want := range map[string]string{
-		"127.0.0.1": "127.0.0.1", "::1": "::1", "localhost": "127.0.0.1,::1", "LocalHost": "127.0.0.1,::1",
-	} {
-		got, err := LoopbackAddrs(host)
-		if err != nil || strings.Join(got, ",") != want {
-			t.Errorf("LoopbackAddrs(%q) = %v, %v; want %s", host, got, err, want)
-		}
-	}
-	for _, host := range []string{"10.0.0.1", "127.0.0.2", "0.0.0.0", "example.com", "", "169.254.169.254", "::"} {
-		if _, err := LoopbackAddrs(host); !errors.Is(err, ErrNotLoopback) {
-			t.Errorf("LoopbackAddrs(%q) = %v; want ErrNotLoopback", host, err)
-		}
-	}
-}
 
 func TestDialInNetnsArguments(t *testing.T) {
 	ctx := context.Background()
