@@ -37,7 +37,7 @@ func (s *Service) Backup(ctx context.Context, p Principal, w io.Writer) (BackupI
 	}
 	sn, ok := s.store.(Snapshotter)
 	if !ok {
-		return BackupInfo{}, unavailable("backup_unsupported", "this store cannot be backed up")
+		return BackupInfo{}, unavailable(CodeBackupUnsupported, "this store cannot be backed up")
 	}
 	info, err := sn.Snapshot(ctx, w)
 	ev := s.event(p, "backup.create", ResultSuccess)

@@ -57,7 +57,7 @@ func (s *Service) bootstrapSecret(taskID string, u User, exp time.Time) string {
 // right secret, whatever was wrong: no secret, another task's, a forged or expired one, a task
 // that does not exist or is no bootstrap task, a user who may no longer log in.
 func errBootstrapSession() error {
-	return &Error{Kind: KindUnauthenticated, Code: "unauthenticated",
+	return &Error{Kind: KindUnauthenticated, Code: CodeUnauthenticated,
 		Message: "invalid or expired bootstrap session: send Authorization: Bearer <secret of POST /v1/bootstrap/sessions>"}
 }
 
@@ -166,7 +166,7 @@ func (s *Service) CreateBootstrapSession(ctx context.Context, ip, username, pass
 // readyingTask returns the task in progress on h when err says h is busy with it and it is
 // one that makes h ready (a bootstrap session can follow it).
 func (s *Service) readyingTask(ctx context.Context, err error, h Host) (Task, bool) {
-	if AsError(err).Code != "host_busy" || h.ActiveTaskID == "" {
+	if AsError(err).Code != CodeHostBusy || h.ActiveTaskID == "" {
 		return Task{}, false
 	}
 	var t Task
@@ -232,7 +232,7 @@ func (s *Service) BootstrapHandoff(ctx context.Context, id, secret string) (Hand
 			return err
 		}
 		if t.State != TaskSucceeded {
-			return conflict("task_not_finished", "task is %s; the handoff is available once it succeeded", t.State)
+			return conflict(CodeTaskNotFinished, "task is %s; the handoff is available once it succeeded", t.State)
 		}
 		h, err := tx.GetHost(t.HostID)
 		if err != nil {
@@ -262,7 +262,7 @@ func (s *Service) EntryAuth(ctx context.Context, ip, shortID, password string) (
 	now := s.Now()
 	key := "entry:" + shortID
 	if wait := s.throttle.blocked(now, "ip:"+ip, key); wait > 0 {
-		return Handoff{}, &Error{Kind: KindRateLimited, Code: "too_many_attempts", Message: "too many failed attempts; try again later", RetryAfter: wait}
+		return Handoff{}, &Error{Kind: KindRateLimited, Code: CodeTooManyAttempts, Message: "too many failed attempts; try again later", RetryAfter: wait}
 	}
 	var h Host
 	var u User

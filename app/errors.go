@@ -27,7 +27,7 @@ const (
 // Error is a domain error with a stable code and a message safe to show a client.
 type Error struct {
 	Kind       Kind
-	Code       string
+	Code       ErrorCode
 	Message    string
 	Field      string        // the offending input field, when there is one
 	RetryAfter time.Duration // for KindRateLimited
@@ -35,7 +35,7 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	msg := e.Code + ": " + e.Message
+	msg := string(e.Code) + ": " + e.Message
 	if e.Err != nil {
 		msg += ": " + e.Err.Error()
 	}
@@ -57,16 +57,6 @@ func (e *Error) Is(target error) bool {
 	return t.Code == "" || t.Code == e.Code
 }
 
-// Stable error codes of this package's refusals (besides the invalid_<field> of a refused
-// input field, "not_found" and "forbidden"); clients may rely on them.
-const (
-	// CodeLastAdmin refuses a change that would leave no active administrator: disabling,
-	// demoting, expiring or deleting the last one (409).
-	CodeLastAdmin = "last_admin"
-	// CodeInvalidLimit refuses a listing's limit outside its range (400).
-	CodeInvalidLimit = "invalid_limit"
-)
-
 // Sentinel errors for domain cases; match them with errors.Is.
 var (
 	ErrNotFound          = &Error{Kind: KindNotFound}
@@ -75,36 +65,36 @@ var (
 	ErrUnauthenticated   = &Error{Kind: KindUnauthenticated}
 	ErrForbidden         = &Error{Kind: KindForbidden}
 	ErrRateLimited       = &Error{Kind: KindRateLimited}
-	ErrInsufficientScope = &Error{Kind: KindForbidden, Code: "insufficient_scope"}
+	ErrInsufficientScope = &Error{Kind: KindForbidden, Code: CodeInsufficientScope}
 )
 
 func notFound(what string) error {
-	return &Error{Kind: KindNotFound, Code: "not_found", Message: what + " not found"}
+	return &Error{Kind: KindNotFound, Code: CodeNotFound, Message: what + " not found"}
 }
 
-func conflict(code, format string, args ...any) error {
+func conflict(code ErrorCode, format string, args ...any) error {
 	return &Error{Kind: KindConflict, Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
 func invalid(field, format string, args ...any) error {
-	return &Error{Kind: KindInvalid, Code: "invalid_" + fieldCode(field), Field: field, Message: fmt.Sprintf(format, args...)}
+	return &Error{Kind: KindInvalid, Code: InvalidFieldCode(field), Field: field, Message: fmt.Sprintf(format, args...)}
 }
 
-func badRequest(code, format string, args ...any) error {
+func badRequest(code ErrorCode, format string, args ...any) error {
 	return &Error{Kind: KindBadRequest, Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
 func forbidden(format string, args ...any) error {
-	return &Error{Kind: KindForbidden, Code: "forbidden", Message: fmt.Sprintf(format, args...)}
+	return &Error{Kind: KindForbidden, Code: CodeForbidden, Message: fmt.Sprintf(format, args...)}
 }
 
-func unavailable(code, format string, args ...any) error {
+func unavailable(code ErrorCode, format string, args ...any) error {
 	return &Error{Kind: KindUnavailable, Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
 // errUnauthenticated is the one generic answer to every authentication failure.
 func errUnauthenticated() error {
-	return &Error{Kind: KindUnauthenticated, Code: "unauthenticated", Message: "invalid or missing credentials"}
+	return &Error{Kind: KindUnauthenticated, Code: CodeUnauthenticated, Message: "invalid or missing credentials"}
 }
 
 func fieldCode(field string) string {
@@ -133,5 +123,5 @@ func AsError(err error) *Error {
 		}
 		return &Error{Kind: KindInternal, Code: re.Code, Message: re.Message, Err: err}
 	}
-	return &Error{Kind: KindInternal, Code: "internal", Message: "internal error", Err: err}
+	return &Error{Kind: KindInternal, Code: CodeInternal, Message: "internal error", Err: err}
 }

@@ -188,8 +188,8 @@ type TaskStep struct {
 
 // TaskError is why a task failed.
 type TaskError struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
+	Code    ErrorCode `json:"code"`
+	Message string    `json:"message"`
 }
 
 // Task is a persisted unit of asynchronous work.

@@ -162,7 +162,7 @@ func (s *Service) systemTask(ctx context.Context, h Host, kind, action, why stri
 			return err
 		}
 		if cur.ActiveTaskID != h.ActiveTaskID || cur.DesiredState != h.DesiredState {
-			return conflict("host_changed", "host changed during reconciliation")
+			return conflict(CodeHostChanged, "host changed during reconciliation")
 		}
 		t = s.newTask(systemPrincipal(), kind, h.ID, h.UserID)
 		cur.ActiveTaskID, cur.UpdatedAt = t.ID, s.Now()

@@ -126,7 +126,7 @@ type RuntimeEvent struct {
 
 // RuntimeError is an engine failure translated to a stable task error code.
 type RuntimeError struct {
-	Code    string // runtime_unavailable, image_missing, out_of_memory, runtime_error, ...
+	Code    ErrorCode // CodeRuntimeUnavailable, CodeImageMissing, CodeOutOfMemory, CodeRuntimeError, ...
 	Message string
 	Err     error
 }
@@ -135,18 +135,10 @@ func (e *RuntimeError) Error() string {
 	if e.Err != nil {
 		return fmt.Sprintf("%s: %s: %v", e.Code, e.Message, e.Err)
 	}
-	return e.Code + ": " + e.Message
+	return string(e.Code) + ": " + e.Message
 }
 
 func (e *RuntimeError) Unwrap() error { return e.Err }
-
-// Runtime error codes.
-const (
-	CodeRuntimeUnavailable = "runtime_unavailable"
-	CodeImageMissing       = "image_missing"
-	CodeOutOfMemory        = "out_of_memory"
-	CodeRuntimeError       = "runtime_error"
-)
 
 // ErrRuntimeUnavailable marks an engine that cannot be reached.
 var ErrRuntimeUnavailable = errors.New("container engine unavailable")

@@ -153,9 +153,6 @@ func (s *Service) sessionLimitError() *Error {
 		Message: fmt.Sprintf("too many open sessions: the limit SSH_MAX_SESSIONS_PER_USER=%d is reached; close one and try again", s.cfg.MaxSessionsPerUser)}
 }
 
-// CodeTooManySessions is the error code of a session refused by SSH_MAX_SESSIONS_PER_USER.
-const CodeTooManySessions = "too_many_sessions"
-
 // TrackSession registers a session p opens; end is called (once, from app) when the right
 // it depends on ends, and must make the door stop at once (tell the client, close the
 // channel or socket). Counted kinds are refused over the per-user limit. connID names the

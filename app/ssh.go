@@ -185,7 +185,7 @@ func (s *Service) pickHost(tx Tx, userID, shortID string) (Host, error) {
 		return Host{}, err
 	}
 	if len(hs) == 0 {
-		return Host{}, &Error{Kind: KindNotFound, Code: "no_host", Message: "you have no host yet; ask an administrator to create one"}
+		return Host{}, &Error{Kind: KindNotFound, Code: CodeNoHost, Message: "you have no host yet; ask an administrator to create one"}
 	}
 	sort.Slice(hs, func(i, j int) bool { return hs[i].CreatedAt.Before(hs[j].CreatedAt) })
 	return hs[0], nil
@@ -217,7 +217,7 @@ func (s *Service) EnsureHostRunning(ctx context.Context, p Principal, hostID str
 		taskID := h.ActiveTaskID
 		if taskID == "" {
 			if h.DesiredState == HostDeleted {
-				return &Error{Kind: KindConflict, Code: "host_deleting", Message: "this host is being deleted"}
+				return &Error{Kind: KindConflict, Code: CodeHostDeleting, Message: "this host is being deleted"}
 			}
 			res, err := s.StartOwnHost(ctx, p, h.ID)
 			if err != nil {
@@ -241,7 +241,7 @@ func (s *Service) EnsureHostRunning(ctx context.Context, p Principal, hostID str
 			return &Error{Kind: KindUnavailable, Code: t.Error.Code, Message: "your workspace could not be started: " + t.Error.Message}
 		}
 	}
-	return &Error{Kind: KindUnavailable, Code: "host_not_ready", Message: "your workspace did not become ready"}
+	return &Error{Kind: KindUnavailable, Code: CodeHostNotReady, Message: "your workspace did not become ready"}
 }
 
 // AuditGateway records a gateway session event (shell, exec, sftp, port forward).

@@ -190,7 +190,7 @@ func (s *Service) checkLifetime(p Principal, at *time.Time, field string) error 
 	}
 	if p.Method == "token" && p.TokenID != "" {
 		if parentExp := s.tokenExpiryOf(p.TokenID); parentExp != nil && (at == nil || at.After(*parentExp)) {
-			return &Error{Kind: KindForbidden, Code: "insufficient_scope", Message: "a token cannot create a token that outlives itself"}
+			return &Error{Kind: KindForbidden, Code: CodeInsufficientScope, Message: "a token cannot create a token that outlives itself"}
 		}
 	}
 	return nil
@@ -250,7 +250,7 @@ func (s *Service) createToken(ctx context.Context, p Principal, in TokenInput, f
 		write = *in.Write
 	}
 	if p.Method == "token" && write && !p.TokenWrite {
-		return CreatedToken{}, &Error{Kind: KindForbidden, Code: "insufficient_scope", Message: "a read-only token cannot create a write token"}
+		return CreatedToken{}, &Error{Kind: KindForbidden, Code: CodeInsufficientScope, Message: "a read-only token cannot create a write token"}
 	}
 	at, set, err := s.tokenExpiry(in, form.expiryField)
 	if err != nil {
@@ -459,13 +459,13 @@ func (s *Service) RegenerateToken(ctx context.Context, p Principal, id string) (
 			return notFound("token")
 		}
 		if p.Method == "token" && t.Write && !p.TokenWrite {
-			return &Error{Kind: KindForbidden, Code: "insufficient_scope", Message: "a read-only token cannot regenerate a write token"}
+			return &Error{Kind: KindForbidden, Code: CodeInsufficientScope, Message: "a read-only token cannot regenerate a write token"}
 		}
 		// A new value is a new credential: a token may not mint one that outlives itself.
 		if p.Method == "token" && p.TokenID != "" && p.TokenID != t.ID {
 			if parent, err := tx.GetToken(p.TokenID); err == nil && parent.ExpiresAt != nil &&
 				(t.ExpiresAt == nil || t.ExpiresAt.After(*parent.ExpiresAt)) {
-				return &Error{Kind: KindForbidden, Code: "insufficient_scope", Message: "a token cannot regenerate a token that outlives itself"}
+				return &Error{Kind: KindForbidden, Code: CodeInsufficientScope, Message: "a token cannot regenerate a token that outlives itself"}
 			}
 		}
 		t.Hash, t.Hint, t.UpdatedAt = s.hashToken(value), "…"+value[len(value)-4:], s.Now()

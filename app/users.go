@@ -204,7 +204,7 @@ func (s *Service) PatchUser(ctx context.Context, p Principal, id string, in Patc
 		}
 	}
 	if id == p.UserID && ((in.Status != nil && *in.Status != UserActive) || (in.Role != nil && *in.Role != RoleAdmin)) {
-		return UserView{}, conflict("self_lockout", "you cannot disable or demote your own account")
+		return UserView{}, conflict(CodeSelfLockout, "you cannot disable or demote your own account")
 	}
 	var u User
 	var disabled, roleChanged bool
@@ -258,7 +258,7 @@ func (s *Service) DeleteUser(ctx context.Context, p Principal, id string) error 
 		return err
 	}
 	if id == p.UserID {
-		return conflict("self_delete", "you cannot delete your own account")
+		return conflict(CodeSelfDelete, "you cannot delete your own account")
 	}
 	var purge []string
 	err := s.store.Update(ctx, func(tx Tx) error {

@@ -129,7 +129,7 @@ func (s *Service) VNCTarget(ctx context.Context, p Principal, hostID string, doo
 		if h.DesiredState == HostDeleted {
 			msg = "the host is being deleted"
 		}
-		return &Error{Kind: KindConflict, Code: "host_not_running", Message: msg}
+		return &Error{Kind: KindConflict, Code: CodeHostNotRunning, Message: msg}
 	}
 	if h.Status != HostRunning || h.DesiredState == HostDeleted {
 		return VNCTarget{}, notRunning(h.Status)
@@ -174,7 +174,7 @@ func (s *Service) VNCSocketKey(p Principal, hostID string, door VNCDoor) string 
 func (s *Service) CheckVNCSocketKey(p Principal, hostID string, door VNCDoor, key string) error {
 	want := s.VNCSocketKey(p, hostID, door)
 	if subtle.ConstantTimeCompare([]byte(key), []byte(want)) != 1 {
-		return &Error{Kind: KindForbidden, Code: "vnc_socket_key",
+		return &Error{Kind: KindForbidden, Code: CodeVNCSocketKey,
 			Message: "this desktop connection lacks its key: open the desktop again with ?token=<your token>"}
 	}
 	return nil

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -382,4 +383,19 @@ func (w *gwWatch) waitFor(t *testing.T, want string, limit time.Duration, poke f
 			t.Fatalf("no %q within %s; got %q", want, limit, got)
 		}
 	}
+}
+
+// gwOpenSSH finds an OpenSSH client program (ssh, scp) and writes key to a file for it:
+// it returns the program's path and the key file's.
+func gwOpenSSH(t *testing.T, program string, key []byte) (bin, keyFile string) {
+	t.Helper()
+	bin, err := exec.LookPath(program)
+	if err != nil {
+		gwMissing(t, "OpenSSH %s not installed (apt-get install openssh-client): %v", program, err)
+	}
+	keyFile = filepath.Join(t.TempDir(), "id_ed25519")
+	if err := os.WriteFile(keyFile, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return bin, keyFile
 }

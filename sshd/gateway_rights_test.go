@@ -54,15 +54,8 @@ func TestGatewayRightsEnd(t *testing.T) {
 	}
 
 	t.Run("DeletedKeyEndsControlMasterAndCommand", func(t *testing.T) {
-		sshBin, err := exec.LookPath("ssh")
-		if err != nil {
-			gwMissing(t, "OpenSSH ssh not installed (apt-get install openssh-client): %v", err)
-		}
+		sshBin, keyFile := gwOpenSSH(t, "ssh", pemKey)
 		dir := t.TempDir()
-		keyFile := filepath.Join(dir, "id")
-		if err := os.WriteFile(keyFile, pemKey, 0o600); err != nil {
-			t.Fatal(err)
-		}
 		host, port := splitAddr(t, le.addr)
 		sock := filepath.Join(dir, "cm")
 		base := []string{"-p", port, "-i", keyFile, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",

@@ -206,15 +206,8 @@ func TestGateway(t *testing.T) {
 	})
 
 	t.Run("OpenSSHScp", func(t *testing.T) {
-		scp, err := exec.LookPath("scp")
-		if err != nil {
-			gwMissing(t, "OpenSSH scp not installed (apt-get install openssh-client): %v", err)
-		}
+		scp, keyFile := gwOpenSSH(t, "scp", pemKey)
 		dir := t.TempDir()
-		keyFile := filepath.Join(dir, "id_ed25519")
-		if err := os.WriteFile(keyFile, pemKey, 0o600); err != nil {
-			t.Fatal(err)
-		}
 		src := filepath.Join(dir, "src.txt")
 		content := []byte(strings.Repeat("scp through the gateway\n", 1000))
 		if err := os.WriteFile(src, content, 0o644); err != nil {
