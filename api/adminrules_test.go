@@ -71,18 +71,18 @@ func TestLastActiveAdminIsKept(t *testing.T) {
 		code         string
 	}{
 		// The only admin on itself: the expiry route had no guard at all.
-		{"own expiry, only admin", fixture{self: true}, "PUT", "/v1/admin/users/%s/expiry", map[string]any{"expires_at": future}, 409, app.CodeLastAdmin},
-		{"own expiry in the past, only admin", fixture{self: true}, "PUT", "/v1/admin/users/%s/expiry", map[string]any{"expires_at": past}, 409, app.CodeLastAdmin},
-		{"own expiry, disabled co-admin does not count", fixture{self: true, disabled: true}, "PUT", "/v1/admin/users/%s/expiry", map[string]any{"expires_at": future}, 409, app.CodeLastAdmin},
+		{"own expiry, only admin", fixture{self: true}, "PUT", "/v1/admin/users/%s/expiry", map[string]any{"expires_at": future}, 409, string(app.CodeLastAdmin)},
+		{"own expiry in the past, only admin", fixture{self: true}, "PUT", "/v1/admin/users/%s/expiry", map[string]any{"expires_at": past}, 409, string(app.CodeLastAdmin)},
+		{"own expiry, disabled co-admin does not count", fixture{self: true, disabled: true}, "PUT", "/v1/admin/users/%s/expiry", map[string]any{"expires_at": future}, 409, string(app.CodeLastAdmin)},
 		{"own expiry cleared, only admin", fixture{self: true}, "PUT", "/v1/admin/users/%s/expiry", map[string]any{"expires_at": nil}, 200, ""},
 		// An administrator with an expiry acting on the last one without: after that day
 		// nobody could administer the server.
-		{"disable", fixture{expiring: true}, "PATCH", "/v1/admin/users/%s", map[string]any{"status": "disabled"}, 409, app.CodeLastAdmin},
-		{"demote to viewer", fixture{expiring: true}, "PATCH", "/v1/admin/users/%s", map[string]any{"role": "viewer"}, 409, app.CodeLastAdmin},
-		{"demote to user", fixture{expiring: true}, "PATCH", "/v1/admin/users/%s", map[string]any{"role": "user"}, 409, app.CodeLastAdmin},
-		{"disable and demote", fixture{expiring: true, disabled: true}, "PATCH", "/v1/admin/users/%s", map[string]any{"status": "disabled", "role": "user"}, 409, app.CodeLastAdmin},
-		{"expire", fixture{expiring: true}, "PUT", "/v1/admin/users/%s/expiry", map[string]any{"expires_at": future}, 409, app.CodeLastAdmin},
-		{"delete", fixture{expiring: true}, "DELETE", "/v1/admin/users/%s", nil, 409, app.CodeLastAdmin},
+		{"disable", fixture{expiring: true}, "PATCH", "/v1/admin/users/%s", map[string]any{"status": "disabled"}, 409, string(app.CodeLastAdmin)},
+		{"demote to viewer", fixture{expiring: true}, "PATCH", "/v1/admin/users/%s", map[string]any{"role": "viewer"}, 409, string(app.CodeLastAdmin)},
+		{"demote to user", fixture{expiring: true}, "PATCH", "/v1/admin/users/%s", map[string]any{"role": "user"}, 409, string(app.CodeLastAdmin)},
+		{"disable and demote", fixture{expiring: true, disabled: true}, "PATCH", "/v1/admin/users/%s", map[string]any{"status": "disabled", "role": "user"}, 409, string(app.CodeLastAdmin)},
+		{"expire", fixture{expiring: true}, "PUT", "/v1/admin/users/%s/expiry", map[string]any{"expires_at": future}, 409, string(app.CodeLastAdmin)},
+		{"delete", fixture{expiring: true}, "DELETE", "/v1/admin/users/%s", nil, 409, string(app.CodeLastAdmin)},
 		// With a second administrator without an expiry, the same changes are allowed.
 		{"disable, another admin remains", fixture{expiring: true, lasting: true}, "PATCH", "/v1/admin/users/%s", map[string]any{"status": "disabled"}, 200, ""},
 		{"demote, another admin remains", fixture{expiring: true, lasting: true}, "PATCH", "/v1/admin/users/%s", map[string]any{"role": "viewer"}, 200, ""},
@@ -120,7 +120,7 @@ func TestLastActiveAdminIsKept(t *testing.T) {
 			before := ruleUser(e, e.adminID)
 			r := e.raw(c.method, strings.ReplaceAll(c.path, "%s", e.adminID), actor, c.body)
 			ruleWant(t, r, c.status, c.code, "", "")
-			if c.code == app.CodeLastAdmin {
+			if c.code == string(app.CodeLastAdmin) {
 				if msg := ruleError(t, r).Message; !strings.Contains(msg, `"admin"`) || !strings.Contains(msg, "last active administrator") {
 					t.Errorf("message %q does not say who is the last active administrator", msg)
 				}

@@ -79,7 +79,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if status == http.StatusInternalServerError {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
-	code, msg := ae.Code, ae.Message
+	code, msg := ae.Code.String(), ae.Message
 	if code == "" {
 		code = strings.ToLower(strings.ReplaceAll(http.StatusText(status), " ", "_"))
 	}
@@ -96,14 +96,14 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 		w.Header().Set("Retry-After", strconv.Itoa(secs))
 	case http.StatusForbidden:
-		if code == "insufficient_scope" {
+		if ae.Code == app.CodeInsufficientScope {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="cloud-cli-proxy", error="insufficient_scope"`)
 		}
 	}
 	writeJSON(w, status, errorBody{Error: errorDetail{Code: code, Message: msg, Field: ae.Field}})
 }
 
-func errBody(code, format string, args ...any) error {
+func errBody(code app.ErrorCode, format string, args ...any) error {
 	return &app.Error{Kind: app.KindBadRequest, Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
@@ -131,7 +131,7 @@ func DecodeJSON(body io.Reader, v any) error {
 		return decodeError(err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return errBody("malformed_json", "request body must hold a single JSON object")
+		return errBody(app.CodeMalformedJSON, "request body must hold a single JSON object")
 	}
 	return nil
 }
@@ -165,11 +165,11 @@ func unmarshalerError(err error, data []byte, v any) error {
 		for _, k := range keys {
 			one, _ := json.Marshal(map[string]json.RawMessage{k: fields[k]})
 			if json.Unmarshal(one, reflect.New(rt.Elem()).Interface()) != nil {
-				return &app.Error{Kind: app.KindBadRequest, Code: "wrong_type", Field: k, Message: fmt.Sprintf(msg, k)}
+				return &app.Error{Kind: app.KindBadRequest, Code: app.CodeWrongType, Field: k, Message: fmt.Sprintf(msg, k)}
 			}
 		}
 	}
-	return errBody("wrong_type", "a field has a value of the wrong form")
+	return errBody(app.CodeWrongType, "a field has a value of the wrong form")
 }
 
 func decodeError(err error) error {
@@ -178,28 +178,28 @@ func decodeError(err error) error {
 	var te *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &mbe):
-		return &app.Error{Kind: app.KindTooLarge, Code: "body_too_large", Message: fmt.Sprintf("request body exceeds %d bytes", mbe.Limit)}
+		return &app.Error{Kind: app.KindTooLarge, Code: app.CodeBodyTooLarge, Message: fmt.Sprintf("request body exceeds %d bytes", mbe.Limit)}
 	case errors.Is(err, io.EOF):
-		return errBody("empty_body", "request body is empty; a JSON object is required")
+		return errBody(app.CodeEmptyBody, "request body is empty; a JSON object is required")
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		return errBody("malformed_json", "request body is truncated JSON")
+		return errBody(app.CodeMalformedJSON, "request body is truncated JSON")
 	case errors.As(err, &se):
-		return errBody("malformed_json", "malformed JSON at byte %d", se.Offset)
+		return errBody(app.CodeMalformedJSON, "malformed JSON at byte %d", se.Offset)
 	case errors.As(err, &te):
 		field := te.Field
 		if field == "" {
-			return errBody("wrong_type", "request body must be a JSON object")
+			return errBody(app.CodeWrongType, "request body must be a JSON object")
 		}
-		return &app.Error{Kind: app.KindBadRequest, Code: "wrong_type", Field: field,
+		return &app.Error{Kind: app.KindBadRequest, Code: app.CodeWrongType, Field: field,
 			Message: fmt.Sprintf("field %q must be of type %s, not %s", field, te.Type.String(), te.Value)}
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return &app.Error{Kind: app.KindBadRequest, Code: "unknown_field", Field: field,
+		return &app.Error{Kind: app.KindBadRequest, Code: app.CodeUnknownField, Field: field,
 			Message: fmt.Sprintf("unknown field %q", field)}
 	}
 	var ae *app.Error
 	if errors.As(err, &ae) {
 		return ae
 	}
-	return errBody("malformed_json", "request body is not valid JSON: %v", err)
+	return errBody(app.CodeMalformedJSON, "request body is not valid JSON: %v", err)
 }

@@ -118,7 +118,7 @@ func parseEventQuery(r *http.Request) (app.EventQuery, error) {
 	v := r.URL.Query()
 	q := app.EventQuery{UserID: v.Get("user_id"), HostID: v.Get("host_id"), Type: v.Get("type"), Cursor: v.Get("cursor")}
 	bad := func(field, msg string) error {
-		return &app.Error{Kind: app.KindBadRequest, Code: "invalid_" + field, Field: field, Message: msg}
+		return &app.Error{Kind: app.KindBadRequest, Code: app.InvalidFieldCode(field), Field: field, Message: msg}
 	}
 	n, err := app.ParseLimit(v.Get("limit"), app.MaxEventLimit)
 	if err != nil {

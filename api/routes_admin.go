@@ -133,7 +133,7 @@ func (s *Server) registerHostRoutes() {
 		case "true", "1":
 			keep = true
 		default:
-			return app.HostActionResult{}, &app.Error{Kind: app.KindBadRequest, Code: "invalid_keep_home", Field: "keep_home", Message: "keep_home must be true or false"}
+			return app.HostActionResult{}, &app.Error{Kind: app.KindBadRequest, Code: app.CodeInvalidKeepHome, Field: "keep_home", Message: "keep_home must be true or false"}
 		}
 		return svc.HostAction(r.Context(), p, ps.ByName("id"), app.TaskHostDelete, keep)
 	}))

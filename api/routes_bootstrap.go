@@ -69,7 +69,7 @@ func (s *Server) registerBootstrapRoutes() {
 				lines = append(lines, kv{"step", res.Steps[n-1].Name}, kv{"step_state", res.Steps[n-1].State})
 			}
 			if res.Error != nil {
-				lines = append(lines, kv{"error_code", res.Error.Code}, kv{"error_message", res.Error.Message})
+				lines = append(lines, kv{"error_code", res.Error.Code.String()}, kv{"error_message", res.Error.Message})
 			}
 			if res.Handof != "" {
 				lines = append(lines, kv{"handoff_url", res.Handof})
@@ -95,7 +95,7 @@ func (s *Server) registerBootstrapRoutes() {
 	s.handle("GET", "/entry/:shortId", accessPublic, func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
 		id := ps.ByName("shortId")
 		if !shortIDRE.MatchString(id) {
-			s.writeError(w, r, &app.Error{Kind: app.KindNotFound, Code: "not_found", Message: "no such entry link"})
+			s.writeError(w, r, &app.Error{Kind: app.KindNotFound, Code: app.CodeNotFound, Message: "no such entry link"})
 			return
 		}
 		s.serveScript(w, r, "entry.sh.tmpl", scriptData{Base: baseURL(r), ShortID: id})

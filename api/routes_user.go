@@ -148,7 +148,7 @@ func (s *Server) registerCompatTokenRoutes() {
 		if err != nil {
 			return struct{}{}, err
 		}
-		return struct{}{}, &app.Error{Kind: app.KindGone, Code: "token_value_unavailable",
+		return struct{}{}, &app.Error{Kind: app.KindGone, Code: app.CodeTokenValueUnavailable,
 			Message: fmt.Sprintf("token values are shown once and stored only as a hash; regenerate it with POST /v1/tokens/%s/regenerate", t.ID)}
 	}))
 }

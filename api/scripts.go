@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"text/template"
+
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
 )
 
 // The scripts GET /v1/bootstrap/script and GET /entry/:shortId serve are POSIX sh
@@ -77,7 +79,7 @@ func shellFormat(r *http.Request) (bool, error) {
 	case "shell":
 		return true, nil
 	default:
-		return false, errBody("invalid_format", "format must be json or shell, not %q", truncateRunes(f, 32))
+		return false, errBody(app.CodeInvalidFormat, "format must be json or shell, not %q", truncateRunes(f, 32))
 	}
 }
 

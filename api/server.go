@@ -65,10 +65,10 @@ func New(svc *app.Service, cfg Config, log *slog.Logger) *Server {
 	}
 	s.router.HandleMethodNotAllowed = true
 	s.router.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.writeError(w, r, &app.Error{Kind: app.KindNotFound, Code: "route_not_found", Message: "no such route: " + r.Method + " " + r.URL.Path})
+		s.writeError(w, r, &app.Error{Kind: app.KindNotFound, Code: app.CodeRouteNotFound, Message: "no such route: " + r.Method + " " + r.URL.Path})
 	})
 	s.router.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusMethodNotAllowed, errorBody{Error: errorDetail{Code: "method_not_allowed", Message: r.Method + " is not allowed on " + r.URL.Path}})
+		writeJSON(w, http.StatusMethodNotAllowed, errorBody{Error: errorDetail{Code: string(app.CodeMethodNotAllowed), Message: r.Method + " is not allowed on " + r.URL.Path}})
 	})
 	s.router.PanicHandler = func(w http.ResponseWriter, r *http.Request, v any) {
 		if v == http.ErrAbortHandler {
@@ -161,7 +161,7 @@ func (s *Server) charge(w http.ResponseWriter, r *http.Request) bool {
 	reset := int(math.Ceil(float64(s.limiter.perMinute-remaining) * 60 / float64(s.limiter.perMinute)))
 	h.Set("X-RateLimit-Reset", strconv.Itoa(reset))
 	if !ok {
-		s.writeError(w, r, &app.Error{Kind: app.KindRateLimited, Code: "rate_limited",
+		s.writeError(w, r, &app.Error{Kind: app.KindRateLimited, Code: app.CodeRateLimited,
 			Message: fmt.Sprintf("rate limit of %d requests per minute exceeded", s.limiter.perMinute), RetryAfter: wait})
 		return false
 	}
@@ -218,7 +218,7 @@ func (s *Server) authed(h principalHandler) httprouter.Handle {
 	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
 		cred := bearerCredential(r)
 		if cred == "" {
-			s.writeError(w, r, &app.Error{Kind: app.KindUnauthenticated, Code: "unauthenticated", Message: "invalid or missing credentials"})
+			s.writeError(w, r, &app.Error{Kind: app.KindUnauthenticated, Code: app.CodeUnauthenticated, Message: "invalid or missing credentials"})
 			return
 		}
 		p, err := s.authenticate(r, cred, "bearer credential")

@@ -108,7 +108,7 @@ func (s *Server) vnc(door app.VNCDoor) httprouter.Handle {
 		// A container's page runs on this server's origin: it must not install a service
 		// worker here (one in scope would see the ?token= of later opens).
 		if r.Header.Get("Service-Worker") != "" {
-			s.writeError(w, r, &app.Error{Kind: app.KindForbidden, Code: "service_worker",
+			s.writeError(w, r, &app.Error{Kind: app.KindForbidden, Code: app.CodeServiceWorker,
 				Message: "service workers cannot be installed through the browser desktop"})
 			return
 		}
@@ -132,7 +132,7 @@ func (s *Server) vnc(door app.VNCDoor) httprouter.Handle {
 		}
 		ws := isWebSocket(r)
 		if via == viaCookie && !sameOrigin(r) {
-			s.writeError(w, r, &app.Error{Kind: app.KindForbidden, Code: "cross_origin",
+			s.writeError(w, r, &app.Error{Kind: app.KindForbidden, Code: app.CodeCrossOrigin,
 				Message: "the browser desktop cannot be used from another origin"})
 			return
 		}
@@ -287,14 +287,14 @@ func (s *Server) vncAuthenticate(r *http.Request, hostID string, door app.VNCDoo
 		}
 	}
 	if seen {
-		return p, viaCookie, exp, &app.Error{Kind: app.KindUnauthenticated, Code: "unauthenticated",
+		return p, viaCookie, exp, &app.Error{Kind: app.KindUnauthenticated, Code: app.CodeUnauthenticated,
 			Message: "the desktop session expired or was revoked: open the desktop again with ?token=<your token>"}
 	}
 	return p, viaBearer, exp, vncUnauthenticated()
 }
 
 func vncUnauthenticated() error {
-	return &app.Error{Kind: app.KindUnauthenticated, Code: "unauthenticated",
+	return &app.Error{Kind: app.KindUnauthenticated, Code: app.CodeUnauthenticated,
 		Message: "invalid or missing credentials: send Authorization: Bearer <token>, or open the page with ?token=<token>"}
 }
 
@@ -396,11 +396,11 @@ func (s *Server) vncProxyError(w http.ResponseWriter, r *http.Request, err error
 	up, _ := r.Context().Value(vncCtxKey{}).(vncUpstream)
 	if errors.Is(err, os.ErrPermission) {
 		s.log.Error("vnc proxy cannot enter the container's network namespace (needs root on the engine host)", "host", up.target.HostID, "err", err)
-		s.writeError(w, r, &app.Error{Kind: app.KindUnavailable, Code: "vnc_unavailable",
+		s.writeError(w, r, &app.Error{Kind: app.KindUnavailable, Code: app.CodeVNCUnavailable,
 			Message: "the browser desktop proxy cannot reach containers on this server"})
 		return
 	}
 	s.log.Debug("vnc proxy upstream failed", "host", up.target.HostID, "path", up.path, "err", err)
-	writeJSON(w, http.StatusBadGateway, errorBody{Error: errorDetail{Code: "vnc_unreachable",
+	writeJSON(w, http.StatusBadGateway, errorBody{Error: errorDetail{Code: string(app.CodeVNCUnreachable),
 		Message: fmt.Sprintf("the host's desktop (port %d in the container) did not answer; it may still be starting, try again shortly", app.VNCPort)}})
 }

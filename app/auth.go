@@ -168,7 +168,7 @@ func (s *Service) Logout(ctx context.Context, p Principal) error {
 		return err
 	}
 	if p.Method != "jwt" {
-		return badRequest("not_a_session", "only a login session can be logged out; revoke access tokens instead")
+		return badRequest(CodeNotASession, "only a login session can be logged out; revoke access tokens instead")
 	}
 	return s.store.Update(ctx, func(tx Tx) error {
 		if err := tx.RevokeJWT(p.JTI, p.JWTExpiry); err != nil {
@@ -186,7 +186,7 @@ func (s *Service) Refresh(ctx context.Context, p Principal) (LoginResult, error)
 		return LoginResult{}, err
 	}
 	if p.Method != "jwt" {
-		return LoginResult{}, badRequest("not_a_session", "only a login session can be refreshed")
+		return LoginResult{}, badRequest(CodeNotASession, "only a login session can be refreshed")
 	}
 	var out LoginResult
 	err := s.store.Update(ctx, func(tx Tx) error {
@@ -376,7 +376,7 @@ func truncate(s string, n int) string {
 }
 
 func tooManyAttempts(wait time.Duration) *Error {
-	return &Error{Kind: KindRateLimited, Code: "too_many_attempts", Message: "too many failed logins; try again later", RetryAfter: wait}
+	return &Error{Kind: KindRateLimited, Code: CodeTooManyAttempts, Message: "too many failed logins; try again later", RetryAfter: wait}
 }
 
 // throttled records the first refused sign-in of a throttle window as one event; the later

@@ -34,10 +34,10 @@ func (s *Service) CreateBinding(ctx context.Context, p Principal, in BindingInpu
 			(h.Status == HostRunning || h.Status == HostStarting || h.Status == HostUnavailable) {
 			// Its container runs on the unbound network, which cannot be taken away from a
 			// running container: binding it now would leave a way out around the tunnel.
-			return conflict("host_running_on_network", "host %s is running with the %s network: stop it, bind it, then start it (it is recreated with the tunnel as its only way out)", h.ID, s.cfg.UnboundNetwork)
+			return conflict(CodeHostRunningOnNetwork, "host %s is running with the %s network: stop it, bind it, then start it (it is recreated with the tunnel as its only way out)", h.ID, s.cfg.UnboundNetwork)
 		}
 		if old, err := tx.GetBindingByHost(h.ID); err == nil {
-			return conflict("host_already_bound", "host %s is already bound to egress IP %s (binding %s)", h.ID, old.EgressIPID, old.ID)
+			return conflict(CodeHostAlreadyBound, "host %s is already bound to egress IP %s (binding %s)", h.ID, old.EgressIPID, old.ID)
 		} else if !isNotFound(err) {
 			return err
 		}

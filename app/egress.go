@@ -289,7 +289,7 @@ func (s *Service) DeleteEgress(ctx context.Context, p Principal, id string) erro
 			return err
 		}
 		if len(b) > 0 {
-			return conflict("egress_ip_bound", "egress IP is bound to hosts %s; unbind them first", strings.Join(b, ", "))
+			return conflict(CodeEgressIPBound, "egress IP is bound to hosts %s; unbind them first", strings.Join(b, ", "))
 		}
 		if err := tx.DeleteEgress(id); err != nil {
 			return err

@@ -52,7 +52,7 @@ func (s *Service) attachBound(ctx context.Context, hostID string) (egressAttach,
 		return out, nil // attached on the next start
 	}
 	if err := s.tunnel.Attach(ctx, hostID, rh.Pid, e); err != nil {
-		return out, &Error{Kind: KindUnavailable, Code: codeAttachFailed,
+		return out, &Error{Kind: KindUnavailable, Code: CodeEgressAttachFailed,
 			Message: fmt.Sprintf("egress %s (%s) could not be attached: %s", e.Label, e.IPAddress, egressErrText(err)), Err: err}
 	}
 	out.pid = rh.Pid
@@ -69,8 +69,6 @@ func egressErrText(err error) string {
 	}
 	return truncate(err.Error(), 300)
 }
-
-const codeAttachFailed = "egress_attach_failed"
 
 func (s *Service) detachEgress(ctx context.Context, hostID string) error {
 	if s.noTunnel {
@@ -122,7 +120,7 @@ func (s *Service) applyBinding(ctx context.Context, p Principal, hostID string, 
 		if err := s.clearUnavailable(ctx, hostID); err != nil {
 			s.log.Warn("clearing unavailable after unbind", "host", hostID, "err", err)
 		}
-	case err != nil && AsError(err).Code == codeAttachFailed:
+	case err != nil && AsError(err).Code == CodeEgressAttachFailed:
 		// Recorded above; the reconciler retries without recording it again.
 		s.reconcile.mu.Lock()
 		m := s.reconcile.memo(hostID)

@@ -183,7 +183,7 @@ func ValidateProxyConfig(raw json.RawMessage) (json.RawMessage, error) {
 func InvalidProxyConfig(err error) error {
 	var ce *egressconf.Error
 	if errors.As(err, &ce) {
-		return &Error{Kind: KindInvalid, Code: "invalid_" + fieldCode(ce.Field), Field: ce.Field, Message: ce.Message}
+		return &Error{Kind: KindInvalid, Code: InvalidFieldCode(ce.Field), Field: ce.Field, Message: ce.Message}
 	}
 	return err
 }

@@ -29,7 +29,7 @@ func fuzzWantInvalid(t *testing.T, err error, fieldPrefix string) {
 	if ae.Kind != app.KindInvalid || ae.Field == "" || !strings.HasPrefix(ae.Field, fieldPrefix) || ae.Message == "" {
 		t.Fatalf("error %#v: want KindInvalid with a field starting %q", ae, fieldPrefix)
 	}
-	if ae.Code != "invalid_"+strings.NewReplacer(".", "_", "[", "_", "]", "_").Replace(ae.Field) {
+	if string(ae.Code) != "invalid_"+strings.NewReplacer(".", "_", "[", "_", "]", "_").Replace(ae.Field) {
 		t.Fatalf("code %q does not match field %q", ae.Code, ae.Field)
 	}
 }

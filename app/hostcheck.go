@@ -36,7 +36,7 @@ const (
 const hostCheckConcurrency = 4
 
 // errChecksUnconfigured matches the egress room's answer when no check service is set up.
-var errChecksUnconfigured = &Error{Kind: KindUnavailable, Code: "tunnel_check_unconfigured"}
+var errChecksUnconfigured = &Error{Kind: KindUnavailable, Code: CodeTunnelCheckUnconfigured}
 
 // egressMemo is what the reconciler remembers of a host's egress between passes.
 type egressMemo struct {
@@ -216,7 +216,7 @@ func (s *Service) checkHost(ctx context.Context, h Host, a egressAttach, trigger
 	v := egressVerdict{taskID: taskID, egressID: a.e.ID}
 	switch {
 	case err != nil:
-		outcome = "error:" + AsError(err).Code
+		outcome = "error:" + AsError(err).Code.String()
 		v.keep = true
 	default:
 		outcome = outcomeKey(res)
@@ -292,9 +292,9 @@ func (s *Service) checkHost(ctx context.Context, h Host, a egressAttach, trigger
 	case unconfigured:
 		return true, nil
 	case err != nil:
-		return false, &Error{Kind: KindUnavailable, Code: "egress_check_error", Message: egress + " could not be checked: " + egressErrText(err), Err: err}
+		return false, &Error{Kind: KindUnavailable, Code: CodeEgressCheckError, Message: egress + " could not be checked: " + egressErrText(err), Err: err}
 	case !res.OK:
-		return false, &Error{Kind: KindUnavailable, Code: "egress_check_failed", Message: v.reason}
+		return false, &Error{Kind: KindUnavailable, Code: CodeEgressCheckFailed, Message: v.reason}
 	}
 	return false, nil
 }
@@ -401,7 +401,7 @@ func (s *Service) reconcileEgress(ctx context.Context, h Host) {
 		st.mu.Unlock()
 		// Only a failed attach says the egress is broken; a runtime or store hiccup on the
 		// way is recorded (once) and left at that.
-		v := egressVerdict{egressID: a.e.ID, reason: reason, keep: AsError(err).Code != codeAttachFailed}
+		v := egressVerdict{egressID: a.e.ID, reason: reason, keep: AsError(err).Code != CodeEgressAttachFailed}
 		var mk func(bool) *Event
 		if first {
 			mk = func(applied bool) *Event {

@@ -421,14 +421,14 @@ func (s *Service) checkIdle(tx Tx, h Host) error {
 		return err
 	}
 	if t.State == TaskQueued || t.State == TaskRunning {
-		return conflict("host_busy", "host has a %s task %s in progress; wait for it to finish", t.Kind, t.ID)
+		return conflict(CodeHostBusy, "host has a %s task %s in progress; wait for it to finish", t.Kind, t.ID)
 	}
 	return nil
 }
 
 func withMessage(err error, msg string) error {
 	if isNotFound(err) {
-		return &Error{Kind: KindNotFound, Code: "not_found", Message: msg}
+		return &Error{Kind: KindNotFound, Code: CodeNotFound, Message: msg}
 	}
 	return err
 }

@@ -39,7 +39,7 @@ func (s *Service) execute(ctx context.Context, r *taskRun) error {
 		_ = s.detachEgress(ctx, h.ID)
 		if err := r.step(ctx, "stop container", func() error {
 			err := s.runtime.Stop(ctx, h.ID, s.cfg.StopTimeout)
-			if isRuntimeCode(err, "container_missing") {
+			if isRuntimeCode(err, CodeContainerMissing) {
 				return nil // nothing runs: the host is stopped
 			}
 			return err
@@ -176,7 +176,7 @@ func (s *Service) startContainer(ctx context.Context, r *taskRun, h Host) error 
 	}
 	err = r.step(ctx, "start container", func() error {
 		err := s.runtime.Start(ctx, h.ID)
-		if isRuntimeCode(err, "container_missing") {
+		if isRuntimeCode(err, CodeContainerMissing) {
 			if _, err := s.runtime.Create(ctx, s.hostSpec(h, network)); err != nil {
 				return err
 			}
@@ -239,7 +239,7 @@ func (s *Service) verifyEgressStep(ctx context.Context, r *taskRun, h Host, at e
 	return nil
 }
 
-func isRuntimeCode(err error, code string) bool {
+func isRuntimeCode(err error, code ErrorCode) bool {
 	var re *RuntimeError
 	return errors.As(err, &re) && re.Code == code
 }

@@ -294,7 +294,7 @@ func (s *Service) requireSelfWrite(ctx context.Context, p Principal, action stri
 func (s *Service) requireScope(ctx context.Context, p Principal, action string) error {
 	if p.Method == "token" && (!p.TokenWrite || p.Role == RoleViewer) {
 		s.denied(ctx, p, action, "read-only access token")
-		return &Error{Kind: KindForbidden, Code: "insufficient_scope", Message: "this access token is read-only"}
+		return &Error{Kind: KindForbidden, Code: CodeInsufficientScope, Message: "this access token is read-only"}
 	}
 	return nil
 }

@@ -202,7 +202,7 @@ func (s *Service) sessionHost(ctx context.Context, p Principal, login, hostID st
 		e.UserID, e.Message = p.UserID, "no such host: "+truncate(login+hostID, 80)
 		s.record(ctx, e)
 		var ae *Error
-		if errors.As(err, &ae) && ae.Code == "no_host" {
+		if errors.As(err, &ae) && ae.Code == CodeNoHost {
 			return Host{}, false, err
 		}
 		return Host{}, false, errNoSuchHost()
@@ -213,7 +213,7 @@ func (s *Service) sessionHost(ctx context.Context, p Principal, login, hostID st
 // errNoSuchHost is the refusal of a host that does not exist or is another user's (the
 // same answer, so neither is told apart).
 func errNoSuchHost() *Error {
-	return &Error{Kind: KindNotFound, Code: "not_found", Message: "no such host"}
+	return &Error{Kind: KindNotFound, Code: CodeNotFound, Message: "no such host"}
 }
 
 // OpenSession opens a workspace session for p: it checks that p's sign-in still stands
@@ -239,7 +239,7 @@ func (s *Service) OpenSession(ctx context.Context, p Principal, req SessionReque
 			req.Kind = SessionSFTP
 			return s.OpenSession(ctx, p, req)
 		}
-		return nil, &Error{Kind: KindInvalid, Code: "unsupported_subsystem", Message: "subsystem " + truncate(req.Subsystem, 40) + " is not supported"}
+		return nil, &Error{Kind: KindInvalid, Code: CodeUnsupportedSubsystem, Message: "subsystem " + truncate(req.Subsystem, 40) + " is not supported"}
 	default:
 		return nil, fmt.Errorf("app: session kind %q cannot be opened", req.Kind)
 	}
@@ -248,7 +248,7 @@ func (s *Service) OpenSession(ctx context.Context, p Principal, req SessionReque
 	}
 	p, err := s.LoginAllowed(ctx, p)
 	if err != nil {
-		return nil, &Error{Kind: KindUnauthenticated, Code: "access_denied", Message: "access denied", Err: err}
+		return nil, &Error{Kind: KindUnauthenticated, Code: CodeAccessDenied, Message: "access denied", Err: err}
 	}
 	h, picked, err := s.sessionHost(ctx, p, req.Login, req.HostID)
 	if err != nil {
@@ -276,13 +276,13 @@ func (s *Service) OpenSession(ctx context.Context, p Principal, req SessionReque
 	}
 	if err := s.EnsureHostRunning(ctx, p, h.ID, say); err != nil {
 		lease.Close()
-		return nil, userFacing(err, KindUnavailable, "host_not_ready")
+		return nil, userFacing(err, KindUnavailable, CodeHostNotReady)
 	}
 	proc, err := s.runtime.Attach(ctx, h.ID, sessionAttachOptions(req, cmd))
 	if err != nil {
 		lease.Close()
 		s.log.Warn("attach failed", "host", h.ID, "err", err)
-		return nil, userFacing(err, KindUnavailable, "attach_failed")
+		return nil, userFacing(err, KindUnavailable, CodeAttachFailed)
 	}
 	sess.mu.Lock()
 	sess.proc = proc
@@ -290,7 +290,7 @@ func (s *Service) OpenSession(ctx context.Context, p Principal, req SessionReque
 	select {
 	case <-lease.Done(): // ended while it was starting
 		s.stopProcess(proc, true)
-		return nil, &Error{Kind: KindUnauthenticated, Code: "session_ended", Message: lease.Reason()}
+		return nil, &Error{Kind: KindUnauthenticated, Code: CodeSessionEnded, Message: lease.Reason()}
 	default:
 	}
 	s.AuditGateway(ctx, p, h.ID, action, detail)
@@ -299,7 +299,7 @@ func (s *Service) OpenSession(ctx context.Context, p Principal, req SessionReque
 
 // userFacing turns an error into an *Error whose message is meant for the user: an app
 // error keeps its own; an engine error says the workspace is unavailable.
-func userFacing(err error, kind Kind, code string) *Error {
+func userFacing(err error, kind Kind, code ErrorCode) *Error {
 	var ae *Error
 	if errors.As(err, &ae) && ae.Message != "" {
 		return ae
@@ -360,22 +360,22 @@ func LoopbackAddrs(host string) ([]string, error) {
 func (s *Service) OpenForward(ctx context.Context, p Principal, req ForwardRequest) (*Forward, error) {
 	addrs, err := LoopbackAddrs(req.DestHost)
 	if err != nil || req.DestPort == 0 || req.DestPort > 65535 {
-		return nil, &Error{Kind: KindForbidden, Code: "forward_refused", Message: ErrNotLoopback.Error()}
+		return nil, &Error{Kind: KindForbidden, Code: CodeForwardRefused, Message: ErrNotLoopback.Error()}
 	}
 	p, err = s.LoginAllowed(ctx, p)
 	if err != nil {
-		return nil, &Error{Kind: KindUnauthenticated, Code: "access_denied", Message: "access denied", Err: err}
+		return nil, &Error{Kind: KindUnauthenticated, Code: CodeAccessDenied, Message: "access denied", Err: err}
 	}
 	h, _, err := s.sessionHost(ctx, p, req.Login, "")
 	if err != nil {
 		return nil, err
 	}
 	if err := s.EnsureHostRunning(ctx, p, h.ID, func(string) {}); err != nil {
-		return nil, userFacing(err, KindUnavailable, "host_not_ready")
+		return nil, userFacing(err, KindUnavailable, CodeHostNotReady)
 	}
 	rh, err := s.runtime.Inspect(ctx, h.ID)
 	if err != nil || rh.State != StateRunning || rh.Pid <= 0 {
-		return nil, &Error{Kind: KindUnavailable, Code: "host_not_running", Message: "your workspace is not running"}
+		return nil, &Error{Kind: KindUnavailable, Code: CodeHostNotRunning, Message: "your workspace is not running"}
 	}
 	port := strconv.FormatUint(uint64(req.DestPort), 10)
 	var conn net.Conn
@@ -391,9 +391,9 @@ func (s *Service) OpenForward(ctx context.Context, p Principal, req ForwardReque
 	if err != nil {
 		if errors.Is(err, os.ErrPermission) {
 			s.log.Error("port forwarding unavailable: cannot enter the container's network namespace", "err", err)
-			return nil, &Error{Kind: KindUnavailable, Code: "forward_unavailable", Message: "port forwarding is not available on this server"}
+			return nil, &Error{Kind: KindUnavailable, Code: CodeForwardUnavailable, Message: "port forwarding is not available on this server"}
 		}
-		return nil, &Error{Kind: KindUnavailable, Code: "forward_refused", Message: "connection refused by " + dest + " in your workspace"}
+		return nil, &Error{Kind: KindUnavailable, Code: CodeForwardRefused, Message: "connection refused by " + dest + " in your workspace"}
 	}
 	f := &Forward{Conn: conn, Host: HostRef{ID: h.ID, ShortID: h.ShortID}}
 	lease, err := s.TrackSession(p, SessionForward, h.ID, req.ConnID, "local forward to "+dest, func(reason string) {

@@ -41,7 +41,7 @@ func (s *Service) Start(ctx context.Context) (wait func(), err error) {
 				continue
 			}
 			t.State, t.FinishedAt = TaskFailed, &now
-			t.Error = &TaskError{Code: "interrupted", Message: "the server stopped while this task was running"}
+			t.Error = &TaskError{Code: CodeInterrupted, Message: "the server stopped while this task was running"}
 			if err := tx.PutTask(t); err != nil {
 				return err
 			}
@@ -252,7 +252,7 @@ func (s *Service) finish(ctx context.Context, r *taskRun, runErr error) {
 		e.ActorID = t.ActorID
 		e.TargetType, e.TargetID, e.HostID, e.UserID = "task", t.ID, t.HostID, t.UserID
 		if runErr != nil {
-			e.Result, e.Message = ResultFailure, t.Error.Code+": "+t.Error.Message
+			e.Result, e.Message = ResultFailure, t.Error.Code.String()+": "+t.Error.Message
 		} else {
 			e.Message = "task succeeded"
 		}

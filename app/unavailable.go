@@ -55,7 +55,7 @@ func (NoRuntime) Events(ctx context.Context) (<-chan RuntimeEvent, <-chan error)
 type NoTunnel struct{}
 
 func errNoTunnel() error {
-	return unavailable("tunnel_unavailable", "egress tunnels are not available on this server yet")
+	return unavailable(CodeTunnelUnavailable, "egress tunnels are not available on this server yet")
 }
 
 // Test implements Tunnel.

@@ -41,7 +41,7 @@ func valCheck(t *testing.T, what string, err error, field string) {
 	if ae.Kind != app.KindInvalid || ae.Field != field {
 		t.Fatalf("%s: error kind %d field %q (%v), want invalid %q", what, ae.Kind, ae.Field, err, field)
 	}
-	if want := "invalid_" + strings.ReplaceAll(field, ".", "_"); ae.Code != want {
+	if want := "invalid_" + strings.ReplaceAll(field, ".", "_"); string(ae.Code) != want {
 		t.Fatalf("%s: code %q, want %q", what, ae.Code, want)
 	}
 }

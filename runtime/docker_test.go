@@ -89,7 +89,7 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-func codeOf(err error) string {
+func codeOf(err error) app.ErrorCode {
 	var re *app.RuntimeError
 	if errors.As(err, &re) {
 		return re.Code

@@ -13,18 +13,18 @@ import (
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
 )
 
-// Error codes this package adds to the ones app defines. They appear in
-// (*app.RuntimeError).Code.
+// Error codes of this package's (*app.RuntimeError).Code, besides app.CodeRuntimeError and
+// the others every runtime shares; they are defined (and listed) with the rest in app.
 const (
 	// CodeContainerMissing: the host has no container (Start, Stop, Exec, WaitExecReady).
-	CodeContainerMissing = "container_missing"
+	CodeContainerMissing = app.CodeContainerMissing
 	// CodeContainerNotRunning: the host's container exists but is not running (Exec,
 	// WaitExecReady when it exited without being OOM-killed).
-	CodeContainerNotRunning = "container_not_running"
+	CodeContainerNotRunning = app.CodeContainerNotRunning
 )
 
 // rtErr builds an *app.RuntimeError.
-func rtErr(code, msg string, cause error) *app.RuntimeError {
+func rtErr(code app.ErrorCode, msg string, cause error) *app.RuntimeError {
 	return &app.RuntimeError{Code: code, Message: msg, Err: cause}
 }
 

@@ -62,14 +62,14 @@ func (g *Gateway) Shell(ctx context.Context, p app.Principal, hostID string, t T
 	}
 	code, err := g.run(ctx, p, req, gwStreams{stdin: t.In, stdout: t.Out, pty: pty, closed: t.Done, resize: t.Resize})
 	if err != nil {
-		return -1, gwAppError(app.KindUnavailable, "shell_failed", gwPlain(err), err)
+		return -1, gwAppError(app.KindUnavailable, app.CodeShellFailed, gwPlain(err), err)
 	}
 	return code, nil
 }
 
 // gwAppError is an app error with a message for the user; an app error in cause keeps
 // its kind and code.
-func gwAppError(kind app.Kind, code, msg string, cause error) *app.Error {
+func gwAppError(kind app.Kind, code app.ErrorCode, msg string, cause error) *app.Error {
 	var ae *app.Error
 	if errors.As(cause, &ae) {
 		kind, code = ae.Kind, ae.Code

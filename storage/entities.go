@@ -27,7 +27,7 @@ func (t *tx) PutUser(u app.User) error {
 	if err != nil {
 		return err
 	}
-	if err := checkUnique(byName, single(u.Username), u.ID, "duplicate_username", "username already taken"); err != nil {
+	if err := checkUnique(byName, single(u.Username), u.ID, app.CodeDuplicateUsername, "username already taken"); err != nil {
 		return err
 	}
 	var oldKey []byte
@@ -74,7 +74,7 @@ func (t *tx) PutSSHKey(k app.SSHKey) error {
 		return err
 	}
 	newFP := pair(k.UserID, k.Fingerprint)
-	if err := checkUnique(byFP, newFP, k.ID, "duplicate_key", "this key is already registered for the user"); err != nil {
+	if err := checkUnique(byFP, newFP, k.ID, app.CodeDuplicateKey, "this key is already registered for the user"); err != nil {
 		return err
 	}
 	var oldUser, oldFP []byte
@@ -164,7 +164,7 @@ func (t *tx) PutHost(h app.Host) error {
 	if err != nil {
 		return err
 	}
-	if err := checkUnique(byShort, single(h.ShortID), h.ID, "duplicate_short_id", "short id already in use"); err != nil {
+	if err := checkUnique(byShort, single(h.ShortID), h.ID, app.CodeDuplicateShortID, "short id already in use"); err != nil {
 		return err
 	}
 	var oldShort, oldUser []byte
@@ -229,7 +229,7 @@ func (t *tx) PutBinding(b app.Binding) error {
 	if err != nil {
 		return err
 	}
-	if err := checkUnique(byHost, single(b.HostID), b.ID, "host_already_bound", "host already has an egress binding"); err != nil {
+	if err := checkUnique(byHost, single(b.HostID), b.ID, app.CodeHostAlreadyBound, "host already has an egress binding"); err != nil {
 		return err
 	}
 	var oldHost, oldEgress []byte
@@ -300,10 +300,10 @@ func (t *tx) PutToken(tok app.AccessToken) error {
 		return err
 	}
 	newHash, newName := single(tok.Hash), pair(tok.UserID, tok.Name)
-	if err := checkUnique(byHash, newHash, tok.ID, "duplicate_token_hash", "token hash already in use"); err != nil {
+	if err := checkUnique(byHash, newHash, tok.ID, app.CodeDuplicateTokenHash, "token hash already in use"); err != nil {
 		return err
 	}
-	if err := checkUnique(byName, newName, tok.ID, "duplicate_token_name", "a token with this name already exists"); err != nil {
+	if err := checkUnique(byName, newName, tok.ID, app.CodeDuplicateTokenName, "a token with this name already exists"); err != nil {
 		return err
 	}
 	var oldHash, oldName, oldUser []byte
@@ -357,7 +357,7 @@ func (t *tx) ListTokens(userID string) ([]app.AccessToken, error) {
 
 func (t *tx) RevokeJWT(jti string, expires time.Time) error {
 	if jti == "" {
-		return &app.Error{Kind: app.KindInvalid, Code: "invalid_id", Field: "jti", Message: "jti is required"}
+		return &app.Error{Kind: app.KindInvalid, Code: app.CodeInvalidID, Field: "jti", Message: "jti is required"}
 	}
 	recs, byExp := t.bucket(bRevocations), t.bucket(bRevocationsByExpiry)
 	exp := u64(timeKey(expires))

@@ -102,7 +102,7 @@ func (t *tx) queryEvents(q app.EventQuery) (app.EventPage, int, error) {
 	if q.Cursor != "" {
 		ck, err := hex.DecodeString(q.Cursor)
 		if err != nil || len(ck) != eventKeyLen {
-			return page, 0, &app.Error{Kind: app.KindBadRequest, Code: "invalid_cursor", Field: "cursor", Message: "invalid cursor"}
+			return page, 0, &app.Error{Kind: app.KindBadRequest, Code: app.CodeInvalidCursor, Field: "cursor", Message: "invalid cursor"}
 		}
 		if bytes.Compare(ck, upper) <= 0 {
 			upper, exclusive = ck, true

@@ -50,7 +50,7 @@ func wantNotFound(t testing.TB, err error) {
 	}
 }
 
-func wantConflict(t testing.TB, err error, code string) {
+func wantConflict(t testing.TB, err error, code app.ErrorCode) {
 	t.Helper()
 	if !errors.Is(err, app.ErrConflict) {
 		t.Fatalf("err = %v, want conflict", err)
@@ -299,7 +299,7 @@ func TestUniqueConflicts(t *testing.T) {
 		name     string
 		setup    func(app.Tx) error
 		conflict func(app.Tx) error
-		code     string
+		code     app.ErrorCode
 		absent   func(app.Tx) error // the rejected record must not exist
 		allowed  func(app.Tx) error // a near miss that must succeed
 	}{

@@ -34,16 +34,16 @@ func (t *tx) bucket(name []byte) *bolt.Bucket {
 // Errors.
 
 func notFound(what string) error {
-	return &app.Error{Kind: app.KindNotFound, Code: "not_found", Message: what + " not found"}
+	return &app.Error{Kind: app.KindNotFound, Code: app.CodeNotFound, Message: what + " not found"}
 }
 
-func conflict(code, msg string) error {
+func conflict(code app.ErrorCode, msg string) error {
 	return &app.Error{Kind: app.KindConflict, Code: code, Message: msg}
 }
 
 func requireID(what, id string) error {
 	if id == "" {
-		return &app.Error{Kind: app.KindInvalid, Code: "invalid_id", Field: "id", Message: what + " id is required"}
+		return &app.Error{Kind: app.KindInvalid, Code: app.CodeInvalidID, Field: "id", Message: what + " id is required"}
 	}
 	return nil
 }
@@ -187,7 +187,7 @@ func listByPrefix[T any](idx, records *bolt.Bucket, p []byte, what string) ([]T,
 }
 
 // checkUnique fails with a conflict when key is indexed to a record other than id.
-func checkUnique(b *bolt.Bucket, key []byte, id, code, msg string) error {
+func checkUnique(b *bolt.Bucket, key []byte, id string, code app.ErrorCode, msg string) error {
 	if len(key) == 0 {
 		return nil
 	}

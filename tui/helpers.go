@@ -117,7 +117,7 @@ func (m *Model) oncePage(title, what string, value []string) *textScreen {
 }
 
 func formError(field, msg string) error {
-	return &app.Error{Kind: app.KindInvalid, Code: "invalid_" + field, Field: field, Message: msg}
+	return &app.Error{Kind: app.KindInvalid, Code: app.InvalidFieldCode(field), Field: field, Message: msg}
 }
 
 func (m *Model) resolveUser(v string) string {

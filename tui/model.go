@@ -344,7 +344,7 @@ func errorText(err error) string {
 	case app.KindForbidden:
 		return "read-only: " + ae.Message
 	case app.KindInternal:
-		if ae.Code != "internal" && ae.Message != "" {
+		if ae.Code != app.CodeInternal && ae.Message != "" {
 			return "error: " + ae.Message
 		}
 		return "error: internal error"

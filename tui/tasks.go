@@ -80,7 +80,7 @@ func taskProgress(t app.Task) string {
 func taskLines(m *Model, t app.Task) []string {
 	out := []string{m.kv("Task", t.ID), m.kv("Kind", t.Kind), m.kvStyled("State", m.st.state(t.State.String()).Render(t.State.String()))}
 	if t.Error != nil {
-		out = append(out, m.kvStyled("Error", m.st.errText.Render(sanitize(t.Error.Code+": "+t.Error.Message))))
+		out = append(out, m.kvStyled("Error", m.st.errText.Render(sanitize(t.Error.Code.String()+": "+t.Error.Message))))
 	}
 	if len(t.Steps) == 0 && (t.State == app.TaskQueued || t.State == app.TaskRunning) {
 		out = append(out, m.st.dim.Render("  waiting for a worker…"))

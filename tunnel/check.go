@@ -105,7 +105,7 @@ func (m *Manager) Test(ctx context.Context, e app.EgressIP) (app.EgressTestResul
 
 func (m *Manager) checksConfigured() error {
 	if m.cfg.CheckServerURL == "" || m.cfg.CheckDNSZone == "" {
-		return &app.Error{Kind: app.KindUnavailable, Code: "tunnel_check_unconfigured",
+		return &app.Error{Kind: app.KindUnavailable, Code: app.CodeTunnelCheckUnconfigured,
 			Message: "egress checks need a check service URL and DNS zone in the server configuration"}
 	}
 	return nil

@@ -29,7 +29,7 @@ type wgConfig struct {
 }
 
 func badEgress(field, format string, args ...any) error {
-	return &app.Error{Kind: app.KindInvalid, Code: "invalid_" + field, Field: field, Message: fmt.Sprintf(format, args...)}
+	return &app.Error{Kind: app.KindInvalid, Code: app.InvalidFieldCode(field), Field: field, Message: fmt.Sprintf(format, args...)}
 }
 
 // keyHex converts a base64 WireGuard key to the hex form UAPI wants.
@@ -58,7 +58,7 @@ func parsePrefixOrAddr(s string) (netip.Prefix, error) {
 
 func parseWG(e app.EgressIP) (*wgConfig, error) {
 	if e.TunnelType != app.TunnelWireGuard {
-		return nil, &app.Error{Kind: app.KindUnavailable, Code: "tunnel_type_unsupported",
+		return nil, &app.Error{Kind: app.KindUnavailable, Code: app.CodeTunnelTypeUnsupported,
 			Message: fmt.Sprintf("tunnel_type %q is not supported by the tunnel manager yet", e.TunnelType)}
 	}
 	c := &wgConfig{}

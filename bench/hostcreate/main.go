@@ -561,7 +561,7 @@ func (b *bench) oursOne(ctx context.Context) (oursSample, error) {
 	if t.State != app.TaskSucceeded {
 		msg := ""
 		if t.Error != nil {
-			msg = t.Error.Code + ": " + t.Error.Message
+			msg = t.Error.Code.String() + ": " + t.Error.Message
 		}
 		return s, fmt.Errorf("task %s %s: %s", t.ID, t.State, msg)
 	}

@@ -60,7 +60,7 @@ func (r *Runtime) Start(_ context.Context, id string) error {
 	defer r.mu.Unlock()
 	h, ok := r.hosts[id]
 	if !ok {
-		return &app.RuntimeError{Code: "container_missing", Message: "no container"}
+		return &app.RuntimeError{Code: app.CodeContainerMissing, Message: "no container"}
 	}
 	if h.State != app.StateRunning {
 		pid := r.Pid
@@ -124,7 +124,7 @@ func (r *Runtime) Events(ctx context.Context) (<-chan app.RuntimeEvent, <-chan e
 func (r *Runtime) WaitExecReady(ctx context.Context, id string) error {
 	h, _ := r.Inspect(ctx, id)
 	if h.State != app.StateRunning {
-		return &app.RuntimeError{Code: "container_not_running", Message: "container of host " + id + " is not running"}
+		return &app.RuntimeError{Code: app.CodeContainerNotRunning, Message: "container of host " + id + " is not running"}
 	}
 	return nil
 }
