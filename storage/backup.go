@@ -309,6 +309,11 @@ func ExtractBackup(r io.Reader, dir string) (h BackupHeader, files map[string]st
 		}
 	}()
 	corrupt := func(format string, args ...any) error {
+		if len(args) == 1 { // an error already marked keeps its one mark
+			if e, ok := args[0].(error); ok && errors.Is(e, ErrBackupCorrupt) {
+				return e
+			}
+		}
 		return fmt.Errorf("%w: %s", ErrBackupCorrupt, fmt.Sprintf(format, args...))
 	}
 	zr, err := gzip.NewReader(br)
@@ -316,7 +321,7 @@ func ExtractBackup(r io.Reader, dir string) (h BackupHeader, files map[string]st
 		return h, nil, corrupt("payload: %v", err)
 	}
 	zr.Multistream(false)
-	tr := tar.NewReader(zr)
+	tr := tar.NewReader(corruptReader{zr})
 	want := map[string]bool{}
 	for _, n := range h.Files {
 		want[n] = true
@@ -348,15 +353,18 @@ func ExtractBackup(r io.Reader, dir string) (h BackupHeader, files map[string]st
 			err = cerr
 		}
 		if err != nil {
+			if errors.Is(err, ErrBackupCorrupt) {
+				return h, nil, err
+			}
 			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, gzip.ErrChecksum) || errors.Is(err, gzip.ErrHeader) {
 				return h, nil, corrupt("payload: %v", err)
 			}
-			return h, nil, err
+			return h, nil, err // writing the file
 		}
 	}
 	// The rest of the gzip stream (tar's end padding): a truncated stream or a bad gzip
 	// CRC-32 shows here.
-	if _, err := io.Copy(io.Discard, zr); err != nil {
+	if _, err := io.Copy(io.Discard, corruptReader{zr}); err != nil {
 		return h, nil, corrupt("payload: %v", err)
 	}
 	var extras []extraFile
@@ -531,6 +539,18 @@ func lockStopped(dbPath string) (unlock func(), err error) {
 		return func() {}, nil
 	}
 	return func() { _ = bdb.Close() }, nil
+}
+
+// corruptReader marks every error reading the payload (bad deflate data, a bad CRC, a
+// truncated stream) as ErrBackupCorrupt, apart from errors writing the extracted files.
+type corruptReader struct{ r io.Reader }
+
+func (c corruptReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("%w: payload: %w", ErrBackupCorrupt, err)
+	}
+	return n, err
 }
 
 type countWriter struct {
