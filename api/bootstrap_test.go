@@ -27,9 +27,9 @@ func (g gatedRuntime) Create(ctx context.Context, s app.HostSpec) (app.RuntimeHo
 }
 
 // bootSession opens a bootstrap session with username's password (password-USERNAME).
-func (e *env) bootSession(username string) app.BootstrapSession {
+func (e *env) bootSession(username string) bootSessionBody {
 	e.t.Helper()
-	var s app.BootstrapSession
+	var s bootSessionBody
 	e.do("POST", "/v1/bootstrap/sessions", "", map[string]string{"username": username, "password": "password-" + username}, 202, &s)
 	if s.TaskID == "" || !strings.HasPrefix(s.Secret, app.BootstrapSecretPrefix) || s.StatusURL != "/v1/bootstrap/tasks/"+s.TaskID {
 		e.t.Fatalf("bootstrap session %+v", s)
@@ -88,7 +88,7 @@ func TestBootstrapSessionSecret(t *testing.T) {
 					return
 				}
 				if suffix == "" {
-					var st app.BootstrapTaskStatus
+					var st bootStatusBody
 					r.json(t, &st)
 					if st.ID != c.task || st.State != app.TaskSucceeded || st.Handof != "/v1/bootstrap/tasks/"+c.task+"/handoff" {
 						t.Fatalf("status %+v", st)
@@ -153,8 +153,8 @@ func TestBootstrapSessionWhileBusy(t *testing.T) {
 	if second.TaskID != first.TaskID || second.HostID != first.HostID {
 		t.Fatalf("second session %+v does not follow the first %+v", second, first)
 	}
-	for _, s := range []app.BootstrapSession{first, second} {
-		var st app.BootstrapTaskStatus
+	for _, s := range []bootSessionBody{first, second} {
+		var st bootStatusBody
 		e.do("GET", s.StatusURL, s.Secret, nil, 200, &st)
 		if st.State != app.TaskQueued && st.State != app.TaskRunning {
 			t.Fatalf("task in progress is %+v", st)
@@ -166,7 +166,7 @@ func TestBootstrapSessionWhileBusy(t *testing.T) {
 	}
 	close(rt.gate)
 	seedWaitTask(e, first.TaskID)
-	for _, s := range []app.BootstrapSession{first, second} {
+	for _, s := range []bootSessionBody{first, second} {
 		e.do("GET", s.StatusURL+"/handoff", s.Secret, nil, 200, nil)
 	}
 	// Once idle, a new session starts the host again: a new task, a new secret.
@@ -293,4 +293,16 @@ func shellLines(t *testing.T, r resp) map[string]string {
 		out[k] = v
 	}
 	return out
+}
+
+// bootSessionBody and bootStatusBody are the REST answers of a bootstrap session and of its
+// task's status: app's values with the addresses the REST door adds.
+type bootSessionBody struct {
+	app.BootstrapSession
+	StatusURL string `json:"status_url"`
+}
+
+type bootStatusBody struct {
+	app.BootstrapTaskStatus
+	Handof string `json:"handoff_url"`
 }

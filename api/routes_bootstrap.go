@@ -44,13 +44,17 @@ func (s *Server) registerBootstrapRoutes() {
 			s.writeError(w, r, err)
 			return
 		}
+		statusURL := bootstrapTaskPath(res.TaskID)
 		if shell {
 			writeShellLines(w, http.StatusAccepted, []kv{{"task_id", res.TaskID}, {"host_id", res.HostID},
-				{"status", res.Status.String()}, {"status_url", res.StatusURL}, {"secret", res.Secret},
+				{"status", res.Status.String()}, {"status_url", statusURL}, {"secret", res.Secret},
 				{"expires_at", res.ExpiresAt.UTC().Format(time.RFC3339)}})
 			return
 		}
-		writeSecret(w, http.StatusAccepted, res)
+		writeSecret(w, http.StatusAccepted, struct {
+			app.BootstrapSession
+			StatusURL string `json:"status_url"`
+		}{res, statusURL})
 	})
 	s.handle("GET", "/v1/bootstrap/tasks/:id", accessPublic, func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
 		shell, err := shellFormat(r)
@@ -63,6 +67,7 @@ func (s *Server) registerBootstrapRoutes() {
 			s.writeError(w, r, err)
 			return
 		}
+		handoff := bootstrapTaskPath(res.ID) + "/handoff"
 		if shell {
 			lines := []kv{{"id", res.ID}, {"kind", res.Kind}, {"state", res.State.String()}}
 			if n := len(res.Steps); n > 0 {
@@ -71,13 +76,20 @@ func (s *Server) registerBootstrapRoutes() {
 			if res.Error != nil {
 				lines = append(lines, kv{"error_code", res.Error.Code.String()}, kv{"error_message", res.Error.Message})
 			}
-			if res.Handof != "" {
-				lines = append(lines, kv{"handoff_url", res.Handof})
+			if res.HandoffReady {
+				lines = append(lines, kv{"handoff_url", handoff})
 			}
 			writeShellLines(w, http.StatusOK, lines)
 			return
 		}
-		writeJSON(w, http.StatusOK, res)
+		body := struct {
+			app.BootstrapTaskStatus
+			Handoff string `json:"handoff_url,omitempty"`
+		}{BootstrapTaskStatus: res}
+		if res.HandoffReady {
+			body.Handoff = handoff
+		}
+		writeJSON(w, http.StatusOK, body)
 	})
 	s.handle("GET", "/v1/bootstrap/tasks/:id/handoff", accessPublic, func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
 		shell, err := shellFormat(r)
@@ -146,3 +158,7 @@ func baseURL(r *http.Request) string {
 	}
 	return scheme + "://" + host
 }
+
+// bootstrapTaskPath is the address of a bootstrap task's status (REST addresses are the
+// REST door's, never app's).
+func bootstrapTaskPath(taskID string) string { return "/v1/bootstrap/tasks/" + taskID }

@@ -565,13 +565,13 @@ func TestSeedExamples(t *testing.T) {
 	if c, _ := seedErr(t, r); c != "unauthenticated" {
 		t.Fatalf("bootstrap %s", r.Body)
 	}
-	var sess app.BootstrapSession
+	var sess bootSessionBody
 	e.do("POST", "/v1/bootstrap/sessions", "", strings.NewReplacer(`"user"`, `"newuser"`, `"pass"`, `"`+userPW+`"`).Replace(seedBootstrapBody), 202, &sess)
 	if sess.TaskID == "" || sess.HostID != hostID || sess.StatusURL != "/v1/bootstrap/tasks/"+sess.TaskID {
 		t.Fatalf("bootstrap session %+v", sess)
 	}
 	seedWaitTask(e, sess.TaskID)
-	var bst app.BootstrapTaskStatus
+	var bst bootStatusBody
 	e.do("GET", "/v1/bootstrap/tasks/"+sess.TaskID, sess.Secret, nil, 200, &bst)
 	if bst.State != app.TaskSucceeded || bst.Handof != "/v1/bootstrap/tasks/"+sess.TaskID+"/handoff" {
 		t.Fatalf("bootstrap task %+v", bst)

@@ -19,7 +19,6 @@ type BootstrapSession struct {
 	TaskID    string    `json:"task_id"`
 	HostID    string    `json:"host_id"`
 	Status    TaskState `json:"status"`
-	StatusURL string    `json:"status_url"`
 	// Secret is the session's capability: the status and handoff of TaskID answer only a
 	// request that carries it (Authorization: Bearer SECRET), until ExpiresAt.
 	Secret    string    `json:"secret"`
@@ -160,7 +159,7 @@ func (s *Service) CreateBootstrapSession(ctx context.Context, ip, username, pass
 	s.record(ctx, e)
 	exp := now.Add(BootstrapSessionTTL)
 	return BootstrapSession{TaskID: task.ID, HostID: hostID, Status: task.State,
-		StatusURL: "/v1/bootstrap/tasks/" + task.ID, Secret: s.bootstrapSecret(task.ID, u, exp), ExpiresAt: exp}, nil
+		Secret: s.bootstrapSecret(task.ID, u, exp), ExpiresAt: exp}, nil
 }
 
 // readyingTask returns the task in progress on h when err says h is busy with it and it is
@@ -191,7 +190,8 @@ type BootstrapTaskStatus struct {
 	State  TaskState  `json:"state"`
 	Steps  []TaskStep `json:"steps"`
 	Error  *TaskError `json:"error,omitempty"`
-	Handof string     `json:"handoff_url,omitempty"`
+	// HandoffReady is set once the task succeeded: the handoff can be fetched.
+	HandoffReady bool `json:"-"`
 }
 
 // BootstrapTask returns the progress of a bootstrap session's task to the holder of the
@@ -208,7 +208,7 @@ func (s *Service) BootstrapTask(ctx context.Context, id, secret string) (Bootstr
 	}
 	st := BootstrapTaskStatus{ID: t.ID, Kind: t.Kind, State: t.State, Steps: t.Steps, Error: t.Error}
 	if t.State == TaskSucceeded {
-		st.Handof = "/v1/bootstrap/tasks/" + t.ID + "/handoff"
+		st.HandoffReady = true
 	}
 	return st, nil
 }
