@@ -46,6 +46,8 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		err = ConfigCommand(args[1:], stdout, stderr)
 	case "check-service":
 		err = CheckService(args[1:], stdout, stderr)
+	case "errors":
+		err = ErrorsCommand(args[1:], stdout, stderr)
 	case "version", "--version":
 		err = Version(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
@@ -67,7 +69,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 }
 
 // commands are the subcommands; each answers --help.
-var commands = []string{"serve", "backup", "restore", "verify", "rotate-jwt-secret", "config", "check-service", "version"}
+var commands = []string{"serve", "backup", "restore", "verify", "rotate-jwt-secret", "config", "errors", "check-service", "version"}
 
 const usage = `usage: cloud-cli-proxy COMMAND [flags]   (COMMAND --help describes one)
 
@@ -77,6 +79,7 @@ const usage = `usage: cloud-cli-proxy COMMAND [flags]   (COMMAND --help describe
   verify             check a backup without restoring it
   rotate-jwt-secret  write a new ADMIN_JWT_SECRET into an env file
   config             print the configuration keys (--env-example: an env file of them all)
+  errors             print the error codes (the README's table)
   check-service      run the egress check service (what-is-my-IP + logging DNS zone)
   version            print the version, commit and database schema version
 `
