@@ -193,6 +193,7 @@ func (f *matrixFixture) specs() map[string]mxSpec {
 
 	// Public.
 	add("GET /healthz", mxSpec{access: mxPublic, ok: 200, req: mxStatic("/healthz")})
+	add("GET /v1/openapi.json", mxSpec{access: mxPublic, ok: 200, req: mxStatic("/v1/openapi.json")})
 	add("POST /v1/auth/login", mxSpec{access: mxPublic, ok: 200, req: at("/v1/auth/login", login)})
 	add("POST /v1/admin/login", mxSpec{access: mxPublic, ok: 200, req: at("/v1/admin/login", login)})
 	add("GET /v1/bootstrap/script", mxSpec{access: mxPublic, ok: 200, req: mxStatic("/v1/bootstrap/script")})

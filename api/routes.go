@@ -67,6 +67,7 @@ type list[T any] map[string][]T
 func (s *Server) registerRoutes() {
 	svc := s.svc
 	s.handle("GET", "/healthz", accessPublic, s.healthz)
+	s.handle("GET", "/v1/openapi.json", accessPublic, s.openAPI)
 
 	// Auth.
 	s.handle("POST", "/v1/auth/login", accessPublic, s.login)
