@@ -183,6 +183,33 @@ func (s *Service) systemTask(ctx context.Context, h Host, kind, action, why stri
 	return nil
 }
 
+// untilNextExpiry is how long until the next active account expires (a few milliseconds
+// after), at most ExpiryInterval.
+func (s *Service) untilNextExpiry(ctx context.Context) time.Duration {
+	next := ExpiryInterval
+	now := s.Now()
+	_ = s.store.View(ctx, func(tx Tx) error {
+		us, err := tx.ListUsers()
+		for _, u := range us {
+			if u.Status == UserActive && u.ExpiresAt != nil {
+				if d := u.ExpiresAt.Sub(now) + 5*time.Millisecond; d < next {
+					next = max(d, time.Millisecond)
+				}
+			}
+		}
+		return err
+	})
+	return next
+}
+
+// kickExpiry asks the expiry scanner to look again (an expiry was set or changed).
+func (s *Service) kickExpiry() {
+	select {
+	case s.expiryKick <- struct{}{}:
+	default:
+	}
+}
+
 // ExpireUsers marks users past expires_at as expired (ending their sessions and tokens) and
 // stops their running hosts. It returns the ids of the users it expired.
 func (s *Service) ExpireUsers(ctx context.Context) ([]string, error) {
@@ -272,13 +299,21 @@ func (s *Service) watch(ctx context.Context) {
 	kick := make(chan struct{}, 1)
 	go s.followEngine(ctx, kick)
 	rt := time.NewTicker(s.cfg.ReconcileInterval)
-	et := time.NewTicker(ExpiryInterval)
+	// The expiry scanner runs every ExpiryInterval and at the moment the next account
+	// expires, so an expiry ends its sessions on the second (an expiry set or changed kicks
+	// it to look again).
+	et := time.NewTimer(ExpiryInterval)
 	defer rt.Stop()
 	defer et.Stop()
-	pass := func() {
+	expire := func() {
 		if _, err := s.ExpireUsers(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("expiry scan", "err", err)
 		}
+		et.Stop()
+		et.Reset(s.untilNextExpiry(ctx))
+	}
+	pass := func() {
+		expire()
 		if _, err := s.Reconcile(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, ErrRuntimeUnavailable) {
 			s.log.Warn("reconcile", "err", err)
 		}
@@ -291,9 +326,9 @@ func (s *Service) watch(ctx context.Context) {
 		case <-rt.C:
 			pass()
 		case <-et.C:
-			if _, err := s.ExpireUsers(ctx); err != nil && ctx.Err() == nil {
-				s.log.Warn("expiry scan", "err", err)
-			}
+			expire()
+		case <-s.expiryKick:
+			expire()
 		case <-kick:
 			// Let the engine settle (a stop emits kill, die, stop in a burst) before looking.
 			select {

@@ -26,16 +26,20 @@ func (SystemClock) Now() time.Time { return time.Now().UTC() }
 
 // Config holds the service's tunables.
 type Config struct {
-	JWTSecret      []byte
-	JWTIssuer      string
-	JWTTTL         time.Duration
-	BcryptCost     int
-	ManagedImage   string
-	PublicHost     string // host name users connect to (access commands)
-	SSHProxyPort   int
-	UnboundNetwork string // none or bridge
-	StopTimeout    time.Duration
-	Workers        int
+	JWTSecret    []byte
+	JWTIssuer    string
+	JWTTTL       time.Duration
+	BcryptCost   int
+	ManagedImage string
+	// ImagePullPolicy is when a host's image is pulled before its container is created:
+	// PullMissing (the default, ""), PullAlways or PullNever. It needs a Runtime that is an
+	// ImagePuller; with another runtime nothing is pulled.
+	ImagePullPolicy string
+	PublicHost      string // host name users connect to (access commands)
+	SSHProxyPort    int
+	UnboundNetwork  string // none or bridge
+	StopTimeout     time.Duration
+	Workers         int
 	// ReconcileInterval is how often the reconciler runs besides engine events; 0 means
 	// ReconcileInterval (30s). Negative disables the background reconciler and expiry
 	// scanner (tests call Reconcile and ExpireUsers themselves).
@@ -74,12 +78,17 @@ type Deps struct {
 	Tunnel Tunnel
 	Clock  Clock
 	Logger *slog.Logger
+	// Observer is told of sessions, failed sign-ins, tasks, egress checks and store
+	// transactions (the process's metrics); nil: nobody.
+	Observer Observer
 }
 
 // Service is the one service layer. All doors call it.
 type Service struct {
 	cfg       Config
-	store     Store
+	store     Store // base wrapped by observedStore
+	base      Store // the store as given (Snapshotter, Generational)
+	obs       Observer
 	runtime   Runtime
 	tunnel    Tunnel
 	noTunnel  bool // built without an egress room (Deps.Tunnel nil): bound hosts are neither attached nor checked
@@ -98,7 +107,10 @@ type Service struct {
 
 	hostList hostListCache // the full host listing, for ListHostsVersioned
 
-	sessions *sessionRegistry // open sessions of every door
+	sessions   *sessionRegistry // open sessions of every door
+	expiryKick chan struct{}    // an account's expiry was set or changed
+
+	imagePulls pullLocks // one pull of an image at a time
 
 	bgCtx    context.Context // set by Start: background work ends with it (guarded by mu)
 	checks   sync.WaitGroup  // background egress checks
@@ -158,6 +170,9 @@ func New(cfg Config, d Deps) (*Service, error) {
 	if d.Runtime == nil {
 		d.Runtime = NoRuntime{}
 	}
+	if d.Observer == nil {
+		d.Observer = nopObserver{}
+	}
 	noTunnel := d.Tunnel == nil
 	if noTunnel {
 		d.Tunnel = NoTunnel{}
@@ -168,14 +183,16 @@ func New(cfg Config, d Deps) (*Service, error) {
 	}
 	return &Service{
 		dummyHash: dummy,
-		cfg:       cfg, store: d.Store, runtime: d.Runtime, tunnel: d.Tunnel, noTunnel: noTunnel, clock: d.Clock, log: d.Logger,
-		throttle:  newLoginThrottle(),
-		queue:     make(chan string, 4096),
-		tokenUse:  newTokenUseTracker(),
-		reconcile: newReconcileState(),
-		running:   map[string]bool{},
-		sessions:  newSessionRegistry(),
-		checkSem:  make(chan struct{}, hostCheckConcurrency),
+		cfg:       cfg, store: observedStore{Store: d.Store, obs: d.Observer}, base: d.Store, obs: d.Observer,
+		runtime: d.Runtime, tunnel: d.Tunnel, noTunnel: noTunnel, clock: d.Clock, log: d.Logger,
+		throttle:   newLoginThrottle(),
+		queue:      make(chan string, 4096),
+		tokenUse:   newTokenUseTracker(),
+		reconcile:  newReconcileState(),
+		running:    map[string]bool{},
+		sessions:   newSessionRegistry(d.Observer),
+		expiryKick: make(chan struct{}, 1),
+		checkSem:   make(chan struct{}, hostCheckConcurrency),
 	}, nil
 }
 

@@ -358,3 +358,52 @@ func TestEndAllSessions(t *testing.T) {
 		}
 	}
 }
+
+// An account that expires by the clock loses its open sessions on the second, not at the
+// next periodic scan.
+func TestExpiryEndsSessionsOnTheSecond(t *testing.T) {
+	rt := &testenv.Runtime{}
+	te := testenv.NewService(t, testenv.WithRuntime(rt), testenv.WithDeps(func(d *app.Deps) { d.Clock = nil }),
+		testenv.WithConfig(func(c *app.Config) { c.ReconcileInterval = time.Hour }))
+	ctx := te.Start()
+	svc := te.Service
+	admin := app.Principal{Username: "system", Role: app.RoleAdmin, Method: app.MethodSystem}
+	u, err := svc.CreateUser(ctx, admin, app.CreateUserInput{Username: "temp", Password: "password-temp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc, err := svc.CreateHost(ctx, admin, app.CreateHostInput{UserID: u.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if task, err := svc.WaitTask(wctx, hc.Task.ID); err != nil || task.State != app.TaskSucceeded {
+		t.Fatalf("host: %+v %v", task, err)
+	}
+	p, err := svc.SSHPasswordLogin(ctx, "127.0.0.1", "temp", "password-temp", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan string, 1)
+	sess, err := svc.OpenSession(ctx, p, app.SessionRequest{Login: "temp", Kind: app.SessionShell, OnEnd: func(r string) { ended <- r }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	at := time.Now().Add(1500 * time.Millisecond)
+	if _, err := svc.SetExpiry(ctx, admin, u.ID, &at); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-ended:
+		if r != app.EndUserExpired {
+			t.Fatalf("told %q", r)
+		}
+		if late := time.Since(at); late < 0 || late > time.Second {
+			t.Fatalf("ended %v after the expiry", late)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session outlived the account's expiry")
+	}
+}

@@ -116,6 +116,9 @@ func (s *Service) CreateUser(ctx context.Context, p Principal, in CreateUserInpu
 	if err != nil {
 		return UserView{}, err
 	}
+	if u.ExpiresAt != nil {
+		s.kickExpiry()
+	}
 	return viewUser(u), nil
 }
 
@@ -247,6 +250,9 @@ func (s *Service) PatchUser(ctx context.Context, p Principal, id string, in Patc
 		s.endSessions(ctx, p, sessionsOfUser(u.ID), EndUserDisabled)
 	} else if err == nil && roleChanged {
 		s.endSessions(ctx, p, tuiSessionsOf(u.ID), EndRoleChanged)
+	}
+	if err == nil && u.ExpiresAt != nil {
+		s.kickExpiry() // enabled again: its expiry is watched again
 	}
 	return viewUser(u), err
 }
@@ -473,6 +479,8 @@ func (s *Service) SetExpiry(ctx context.Context, p Principal, id string, at *tim
 	})
 	if err == nil && u.ExpiresAt != nil && !s.Now().Before(*u.ExpiresAt) {
 		s.endSessions(ctx, p, sessionsOfUser(u.ID), EndUserExpired)
+	} else if err == nil {
+		s.kickExpiry()
 	}
 	return viewUser(u), err
 }
