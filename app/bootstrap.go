@@ -16,9 +16,9 @@ import (
 // BootstrapSession is the answer to a bootstrap login: the task that makes the user's host
 // ready, and the secret that opens its status and handoff.
 type BootstrapSession struct {
-	TaskID    string    `json:"task_id"`
-	HostID    string    `json:"host_id"`
-	Status    TaskState `json:"status"`
+	TaskID string    `json:"task_id"`
+	HostID string    `json:"host_id"`
+	Status TaskState `json:"status"`
 	// Secret is the session's capability: the status and handoff of TaskID answer only a
 	// request that carries it (Authorization: Bearer SECRET), until ExpiresAt.
 	Secret    string    `json:"secret"`
@@ -185,11 +185,11 @@ func (s *Service) readyingTask(ctx context.Context, err error, h Host) (Task, bo
 
 // BootstrapTaskStatus is what a bootstrap session's status URL reveals: the task's progress.
 type BootstrapTaskStatus struct {
-	ID     string     `json:"id"`
-	Kind   string     `json:"kind"`
-	State  TaskState  `json:"state"`
-	Steps  []TaskStep `json:"steps"`
-	Error  *TaskError `json:"error,omitempty"`
+	ID    string     `json:"id"`
+	Kind  string     `json:"kind"`
+	State TaskState  `json:"state"`
+	Steps []TaskStep `json:"steps"`
+	Error *TaskError `json:"error,omitempty"`
 	// HandoffReady is set once the task succeeded: the handoff can be fetched.
 	HandoffReady bool `json:"-"`
 }
