@@ -114,7 +114,7 @@ func (s *Service) stopProcess(proc Process, kill bool) {
 	if !kill {
 		return
 	}
-	for deadline := time.Now().Add(300 * time.Millisecond); time.Now().Before(deadline); {
+	for deadline := time.Now().Add(100 * time.Millisecond); time.Now().Before(deadline); {
 		if running, err := proc.Running(ctx); err != nil || !running {
 			return
 		}
@@ -248,10 +248,12 @@ func (s *Service) OpenSession(ctx context.Context, p Principal, req SessionReque
 	}
 	p, err := s.LoginAllowed(ctx, p)
 	if err != nil {
+		s.refused(req.Kind, req.ConnID, "access_denied")
 		return nil, &Error{Kind: KindUnauthenticated, Code: CodeAccessDenied, Message: "access denied", Err: err}
 	}
 	h, picked, err := s.sessionHost(ctx, p, req.Login, req.HostID)
 	if err != nil {
+		s.refused(req.Kind, req.ConnID, "no_host")
 		return nil, err
 	}
 	sess := &Session{Host: HostRef{ID: h.ID, ShortID: h.ShortID, Picked: picked}, TTY: req.TTY, svc: s}
@@ -276,11 +278,13 @@ func (s *Service) OpenSession(ctx context.Context, p Principal, req SessionReque
 	}
 	if err := s.EnsureHostRunning(ctx, p, h.ID, say); err != nil {
 		lease.Close()
+		s.refused(req.Kind, req.ConnID, "host_not_ready")
 		return nil, userFacing(err, KindUnavailable, CodeHostNotReady)
 	}
 	proc, err := s.runtime.Attach(ctx, h.ID, sessionAttachOptions(req, cmd))
 	if err != nil {
 		lease.Close()
+		s.refused(req.Kind, req.ConnID, "attach_failed")
 		s.log.Warn("attach failed", "host", h.ID, "err", err)
 		return nil, userFacing(err, KindUnavailable, CodeAttachFailed)
 	}
@@ -360,10 +364,12 @@ func LoopbackAddrs(host string) ([]string, error) {
 func (s *Service) OpenForward(ctx context.Context, p Principal, req ForwardRequest) (*Forward, error) {
 	addrs, err := LoopbackAddrs(req.DestHost)
 	if err != nil || req.DestPort == 0 || req.DestPort > 65535 {
+		s.refused(SessionForward, req.ConnID, "not_loopback")
 		return nil, &Error{Kind: KindForbidden, Code: CodeForwardRefused, Message: ErrNotLoopback.Error()}
 	}
 	p, err = s.LoginAllowed(ctx, p)
 	if err != nil {
+		s.refused(SessionForward, req.ConnID, "access_denied")
 		return nil, &Error{Kind: KindUnauthenticated, Code: CodeAccessDenied, Message: "access denied", Err: err}
 	}
 	h, _, err := s.sessionHost(ctx, p, req.Login, "")

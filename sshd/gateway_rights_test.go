@@ -111,7 +111,7 @@ func TestGatewayRightsEnd(t *testing.T) {
 		if !strings.Contains(errOut.String(), app.EndKeyDeleted) {
 			t.Errorf("client not told why: %q", errOut.String())
 		}
-		gone(t, "carol", "sleep 98[7]", 2*time.Second)
+		gone(t, "carol", "sleep 98[7]", 3*time.Second)
 		// And the key opens nothing any more.
 		if c, _, err := gwDial(le.addr, "", "carol", gossh.PublicKeys(signer)); err == nil {
 			c.Close()
@@ -154,7 +154,7 @@ func TestGatewayRightsEnd(t *testing.T) {
 		}
 		// The process is gone: enable again to look (enabling does not restart anything).
 		le.do("PATCH", "/v1/admin/users/"+ids["dave"], le.admin, map[string]string{"status": "active"}, 200, nil)
-		gone(t, "dave", "sleep 87[6]", 2*time.Second)
+		gone(t, "dave", "sleep 87[6]", 3*time.Second)
 	})
 
 	t.Run("SeveralHostsSaysWhichOne", func(t *testing.T) {
