@@ -31,6 +31,11 @@ type Config struct {
 	// caller's right to the host are checked again (a logout, revocation, disabled account
 	// or stopped host ends it); 0 means 30 s.
 	VNCRecheckInterval time.Duration
+	// Metrics counts requests by route pattern and status and rate-limit refusals; nil: none.
+	Metrics HTTPMetrics
+	// MetricsHandler, when set, is served at GET /metrics on this door, to administrators
+	// only (METRICS_ADDR=api).
+	MetricsHandler http.Handler
 }
 
 // Server is the REST door.
@@ -59,6 +64,7 @@ func New(svc *app.Service, cfg Config, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
+	log = slog.New(requestIDHandler{log.Handler()})
 	s := &Server{svc: svc, log: log, cfg: cfg, router: httprouter.New()}
 	if cfg.RateLimitPerMinute > 0 {
 		s.limiter = newIPLimiter(cfg.RateLimitPerMinute)
@@ -86,7 +92,18 @@ func (s *Server) Routes() []Route { return append([]Route(nil), s.routes...) }
 
 // Handler is the whole HTTP surface with its middleware.
 func (s *Server) Handler() http.Handler {
-	return s.recoverer(s.rateLimit(s.router))
+	var h http.Handler = s.router
+	if s.cfg.MetricsHandler != nil {
+		router := h
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/metrics" {
+				s.serveMetrics(w, r)
+				return
+			}
+			router.ServeHTTP(w, r)
+		})
+	}
+	return s.observe(s.recoverer(s.rateLimit(h)))
 }
 
 // Sweep drops idle rate-limit entries until ctx ends.
@@ -161,6 +178,9 @@ func (s *Server) charge(w http.ResponseWriter, r *http.Request) bool {
 	reset := int(math.Ceil(float64(s.limiter.perMinute-remaining) * 60 / float64(s.limiter.perMinute)))
 	h.Set("X-RateLimit-Reset", strconv.Itoa(reset))
 	if !ok {
+		if s.cfg.Metrics != nil {
+			s.cfg.Metrics.RateLimited("api")
+		}
 		s.writeError(w, r, &app.Error{Kind: app.KindRateLimited, Code: app.CodeRateLimited,
 			Message: fmt.Sprintf("rate limit of %d requests per minute exceeded", s.limiter.perMinute), RetryAfter: wait})
 		return false
@@ -256,6 +276,9 @@ func (s *Server) authenticate(r *http.Request, cred, where string) (app.Principa
 }
 
 func (s *Server) handle(method, path, access string, h httprouter.Handle) {
-	s.router.Handle(method, path, h)
+	s.router.Handle(method, path, func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+		routeOf(r, path)
+		h(w, r, ps)
+	})
 	s.routes = append(s.routes, Route{Method: method, Path: path, Access: access})
 }

@@ -40,6 +40,7 @@ func (s *Service) Login(ctx context.Context, ip, username, password string) (Log
 	u, err := s.CheckPassword(ctx, username, password)
 	if err != nil {
 		s.throttle.fail(now, keys...)
+		s.obs.LoginFailed("api", "password")
 		e := s.event(Anonymous(ip), "auth.login", ResultFailure)
 		e.ActorName = truncate(username, 64)
 		if u.ID != "" {
@@ -228,6 +229,7 @@ func (s *Service) Me(ctx context.Context, p Principal) (UserView, error) {
 
 // RecordAuthFailure audits a rejected credential seen by a door.
 func (s *Service) RecordAuthFailure(ctx context.Context, ip, method, why string) {
+	s.obs.LoginFailed("api", method)
 	e := s.event(Principal{Method: AuthMethod(method), SourceIP: ip}, "auth.failure", ResultFailure)
 	e.Message = why
 	s.record(ctx, e)

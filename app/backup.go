@@ -35,7 +35,7 @@ func (s *Service) Backup(ctx context.Context, p Principal, w io.Writer) (BackupI
 	if err := s.requireAdminWrite(ctx, p, "backup.create"); err != nil {
 		return BackupInfo{}, err
 	}
-	sn, ok := s.store.(Snapshotter)
+	sn, ok := s.base.(Snapshotter)
 	if !ok {
 		return BackupInfo{}, unavailable(CodeBackupUnsupported, "this store cannot be backed up")
 	}

@@ -114,6 +114,8 @@ const (
 	CodeRuntimeUnavailable ErrorCode = "runtime_unavailable"
 	// CodeImageMissing: the managed image is not on the engine (500, task error).
 	CodeImageMissing ErrorCode = "image_missing"
+	// CodeImagePullFailed: pulling the managed image failed; the message is the registry's (500, task error).
+	CodeImagePullFailed ErrorCode = "image_pull_failed"
 	// CodeOutOfMemory: the container was killed for exceeding its memory limit (500, task error).
 	CodeOutOfMemory ErrorCode = "out_of_memory"
 	// CodeRuntimeError: any other container engine failure (500, task error).
@@ -236,6 +238,7 @@ func ErrorCodes() []ErrorCodeInfo {
 		{CodeBackupUnsupported, KindUnavailable, http.StatusServiceUnavailable, "This store cannot be backed up."},
 		{CodeRuntimeUnavailable, KindUnavailable, http.StatusServiceUnavailable, "The container engine is unreachable or not configured (also a task error)."},
 		{CodeImageMissing, KindInternal, http.StatusInternalServerError, "The managed image is not on the container engine (also a task error)."},
+		{CodeImagePullFailed, KindInternal, http.StatusInternalServerError, "Pulling the managed image (IMAGE_PULL_POLICY) failed; the message is the registry's (a task error)."},
 		{CodeOutOfMemory, KindInternal, http.StatusInternalServerError, "The container was killed for exceeding its memory limit (also a task error)."},
 		{CodeRuntimeError, KindInternal, http.StatusInternalServerError, "Any other container engine failure (also a task error)."},
 		{CodeContainerMissing, KindInternal, http.StatusInternalServerError, "The host has no container (also a task error)."},

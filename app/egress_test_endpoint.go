@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"time"
 )
 
 // TestEgress runs the egress checks of an egress IP from the server.
@@ -19,7 +20,9 @@ func (s *Service) TestEgress(ctx context.Context, p Principal, id string) (Egres
 	if err != nil {
 		return EgressTestResult{}, err
 	}
+	start := time.Now()
 	res, err := s.tunnel.Test(ctx, e)
+	s.obs.EgressChecked("test", checkResult(res, err), time.Since(start))
 	ev := s.event(p, "egress.test", ResultSuccess)
 	ev.TargetType, ev.TargetID = "egress_ip", e.ID
 	switch {

@@ -206,6 +206,7 @@ func (s *Service) clearUnavailable(ctx context.Context, hostID string) error {
 func (s *Service) checkHost(ctx context.Context, h Host, a egressAttach, trigger, taskID string) (skipped bool, _ error) {
 	start := s.Now()
 	res, err := s.tunnel.CheckHost(ctx, h.ID, a.pid, a.e)
+	s.obs.EgressChecked("host", checkResult(res, err), s.Now().Sub(start))
 	if ctx.Err() != nil {
 		// The server is stopping (or the task was cancelled): a check cut short says
 		// nothing about the egress.

@@ -224,7 +224,7 @@ func (s *Service) ListHostsVersioned(ctx context.Context, p Principal) ([]HostVi
 	if err := s.requireAdminRead(p); err != nil {
 		return nil, 0, err
 	}
-	g, ok := s.store.(Generational)
+	g, ok := s.base.(Generational)
 	if !ok {
 		hs, err := s.listHosts(ctx, "")
 		return hs, 0, err

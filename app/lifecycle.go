@@ -135,6 +135,9 @@ func (s *Service) networkFor(ctx context.Context, hostID string) (string, error)
 }
 
 func (s *Service) createContainer(ctx context.Context, r *taskRun, h Host) error {
+	if err := s.ensureImage(ctx, r, h.Image); err != nil {
+		return err
+	}
 	return r.step(ctx, "create container", func() error {
 		network, err := s.networkFor(ctx, h.ID)
 		if err != nil {
@@ -164,6 +167,9 @@ func (s *Service) startContainer(ctx context.Context, r *taskRun, h Host) error 
 		// Bound or unbound while stopped (with UNBOUND_HOST_NETWORK=bridge): a container's
 		// network is fixed when it is created, so it is created again, home kept. A bound
 		// host never starts with a network besides its tunnel.
+		if err := s.ensureImage(ctx, r, h.Image); err != nil {
+			return err
+		}
 		if err := r.step(ctx, "recreate container with network "+network, func() error {
 			if err := s.runtime.Remove(ctx, h.ID, true); err != nil {
 				return err
@@ -177,6 +183,9 @@ func (s *Service) startContainer(ctx context.Context, r *taskRun, h Host) error 
 	err = r.step(ctx, "start container", func() error {
 		err := s.runtime.Start(ctx, h.ID)
 		if isRuntimeCode(err, CodeContainerMissing) {
+			if err := s.ensureImage(ctx, r, h.Image); err != nil {
+				return err
+			}
 			if _, err := s.runtime.Create(ctx, s.hostSpec(h, network)); err != nil {
 				return err
 			}

@@ -234,6 +234,8 @@ type Event struct {
 	Message    string    `json:"message,omitempty"`
 	// Count is how many requests an aggregated event stands for (token.use); 0 for the rest.
 	Count int `json:"count,omitempty"`
+	// RequestID is the id of the REST request that caused the event (its X-Request-Id).
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // EventQuery filters events. Results are newest first.

@@ -127,10 +127,11 @@ type sessionRegistry struct {
 	byID    map[string]*SessionLease
 	counted map[string]int // user id -> counted sessions
 	hangups chan struct{}  // bounds concurrent process hang-ups
+	obs     Observer       // told of sessions opened and closed
 }
 
-func newSessionRegistry() *sessionRegistry {
-	return &sessionRegistry{byID: map[string]*SessionLease{}, counted: map[string]int{}, hangups: make(chan struct{}, 8)}
+func newSessionRegistry(obs Observer) *sessionRegistry {
+	return &sessionRegistry{byID: map[string]*SessionLease{}, counted: map[string]int{}, hangups: make(chan struct{}, 8), obs: obs}
 }
 
 func (r *sessionRegistry) remove(l *SessionLease) {
@@ -140,6 +141,7 @@ func (r *sessionRegistry) remove(l *SessionLease) {
 		return
 	}
 	delete(r.byID, l.info.ID)
+	r.obs.SessionClosed(SessionDoor(l.info.Kind, l.info.connID), string(l.info.Kind))
 	if l.info.Kind.counted() {
 		if r.counted[l.info.UserID]--; r.counted[l.info.UserID] <= 0 {
 			delete(r.counted, l.info.UserID)
@@ -175,11 +177,13 @@ func (s *Service) TrackSession(p Principal, kind SessionKind, hostID, connID, de
 	defer r.mu.Unlock()
 	if kind.counted() {
 		if max := s.cfg.MaxSessionsPerUser; max > 0 && r.counted[p.UserID] >= max {
+			s.refused(kind, connID, "limit")
 			return nil, s.sessionLimitError()
 		}
 		r.counted[p.UserID]++
 	}
 	r.byID[l.info.ID] = l
+	r.obs.SessionOpened(SessionDoor(kind, connID), string(kind))
 	return l, nil
 }
 

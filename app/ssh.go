@@ -120,6 +120,7 @@ func (s *Service) sshSuccess(ctx context.Context, p Principal, fp string) Princi
 }
 
 func (s *Service) sshFailure(ctx context.Context, ip, username, userID, why string) {
+	s.obs.LoginFailed("ssh", "ssh")
 	e := s.event(Principal{Method: "ssh", SourceIP: ip}, "auth.ssh_login", ResultFailure)
 	e.ActorName, e.UserID, e.Message = truncate(username, 64), userID, why
 	s.record(ctx, e)

@@ -185,10 +185,10 @@ type taskRun struct {
 func (r *taskRun) step(ctx context.Context, name string, fn func() error) error {
 	now := r.s.Now()
 	r.t.Steps = append(r.t.Steps, TaskStep{Name: name, State: "running", At: now})
+	i := len(r.t.Steps) - 1 // fn may add notes after it (taskRun.note)
 	r.save(ctx)
 	err := fn()
 	end := r.s.Now()
-	i := len(r.t.Steps) - 1
 	r.t.Steps[i].End = &end
 	if err != nil {
 		r.t.Steps[i].State = "failed"
@@ -227,6 +227,9 @@ func (s *Service) finish(ctx context.Context, r *taskRun, runErr error) {
 		t.Error = taskErrorOf(runErr)
 	} else {
 		t.State = TaskSucceeded
+	}
+	if t.StartedAt != nil {
+		s.obs.TaskFinished(t.Kind, t.State.String(), now.Sub(*t.StartedAt))
 	}
 	err := s.store.Update(context.WithoutCancel(ctx), func(tx Tx) error {
 		if err := tx.PutTask(t); err != nil {

@@ -39,6 +39,9 @@ type Config struct {
 	RateLimitPerMinute    int
 	BcryptCost            int
 	ManagedImage          string
+	ImagePullPolicy       string // IMAGE_PULL_POLICY: missing, always or never
+	RegistryAuthFile      string // REGISTRY_AUTH_FILE: a Docker config.json with registry credentials
+	MetricsAddr           string // METRICS_ADDR: "" off, "api" (or HTTP_ADDR) on the API port, else its own listener
 	PublicHost            string
 	UnboundHostNetwork    string
 	JWTTTL                time.Duration
@@ -182,6 +185,13 @@ func Keys() []Key {
 		}},
 		{"DATA_DIR", "./data", "Directory of the database and generated secrets; created 0700.", nonEmpty(func(c *Config) *string { return &c.DataDir })},
 		{"HTTP_ADDR", ":8080", "Listen address of the REST API.", addr(false, func(c *Config) *string { return &c.HTTPAddr })},
+		{"METRICS_ADDR", "", "Where Prometheus metrics are served at /metrics: empty is off; api (or the same address as HTTP_ADDR) serves them on the API port to administrators only (bearer JWT or access token); any other host:port is a listener of its own without authentication (bind it to a private address).", func(c *Config, v string) error {
+			if v == "" || v == "api" {
+				c.MetricsAddr = v
+				return nil
+			}
+			return addr(false, func(c *Config) *string { return &c.MetricsAddr })(c, v)
+		}},
 		{"SSH_ADDR", ":22", "Listen address of the SSH TUI door; empty disables it.", addr(true, func(c *Config) *string { return &c.SSHAddr })},
 		{"SSH_PROXY_PORT", "2222", "Port of the SSH gateway into containers (also shown in access commands).", intIn(1, 65535, func(c *Config) *int { return &c.SSHProxyPort })},
 		{"SSH_PROXY_ADDR", "", "Listen address of the SSH gateway; empty listens on all addresses at SSH_PROXY_PORT, off disables it.", func(c *Config, v string) error {
@@ -212,6 +222,16 @@ func Keys() []Key {
 		{"RATE_LIMIT_PER_MINUTE", "120", "Requests per minute per client IP on the API (token bucket); 0 disables.", intIn(0, 10000000, func(c *Config) *int { return &c.RateLimitPerMinute })},
 		{"BCRYPT_COST", "10", "bcrypt cost of stored passwords.", intIn(4, 15, func(c *Config) *int { return &c.BcryptCost })},
 		{"MANAGED_IMAGE", "cloud-cli-proxy/managed:latest", "Docker image of new hosts.", nonEmpty(func(c *Config) *string { return &c.ManagedImage })},
+		{"IMAGE_PULL_POLICY", "missing", "When MANAGED_IMAGE is pulled before a container is created: missing (only when the engine does not have it), always, or never (build or load it yourself). Pull progress shows as task steps; a failed pull fails the task with the registry's message.", oneOf([]string{"missing", "always", "never"}, func(c *Config) *string { return &c.ImagePullPolicy })},
+		{"REGISTRY_AUTH_FILE", "", "Docker config.json whose auths (or credential helpers) give the registry credentials of pulls; empty uses $DOCKER_CONFIG/config.json or ~/.docker/config.json when present.", func(c *Config, v string) error {
+			if v != "" {
+				if fi, err := os.Stat(v); err != nil || !fi.Mode().IsRegular() {
+					return fmt.Errorf("must be a readable Docker config.json file")
+				}
+			}
+			c.RegistryAuthFile = v
+			return nil
+		}},
 		{"PUBLIC_HOST", "localhost", "Host name users connect to, used in access commands and handoffs.", nonEmpty(func(c *Config) *string { return &c.PublicHost })},
 		{"UNBOUND_HOST_NETWORK", "none", "Network of hosts without an egress binding: none (loopback only) or bridge.", oneOf([]string{"none", "bridge"}, func(c *Config) *string { return &c.UnboundHostNetwork })},
 		{"JWT_TTL", "12h", "Lifetime of a login JWT.", durationIn(time.Minute, 30*24*time.Hour, false, func(c *Config) *time.Duration { return &c.JWTTTL })},

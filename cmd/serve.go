@@ -19,6 +19,7 @@ import (
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/api"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
+	"github.com/cloud-cli-proxy/cloud-cli-proxy/internal/metrics"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/runtime"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/sshd"
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/storage"
@@ -218,7 +219,7 @@ func Serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}()
 	db.SetBackupFiles(programVersion(), backupFiles...)
 
-	rt, err := runtime.NewDocker(ctx, runtime.Config{})
+	rt, err := runtime.NewDocker(ctx, runtime.Config{RegistryAuthFile: c.RegistryAuthFile})
 	if err != nil {
 		return fmt.Errorf("config RUNTIME=docker: %w", err)
 	}
@@ -236,8 +237,9 @@ func Serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	tun := tunnel.NewManager(tunnel.Config{CheckServerURL: c.EgressCheckServerURL, CheckDNSZone: c.EgressCheckDNSZone,
 		CheckURL: c.EgressCheckURL, ProxyDNSServer: c.EgressProxyDNSServer, Logger: log})
 	defer tun.Close()
+	mtr := metrics.New()
 	svc, err := app.New(app.Config{
-		JWTSecret: jwtSecret, JWTTTL: c.JWTTTL, BcryptCost: c.BcryptCost, ManagedImage: c.ManagedImage,
+		JWTSecret: jwtSecret, JWTTTL: c.JWTTTL, BcryptCost: c.BcryptCost, ManagedImage: c.ManagedImage, ImagePullPolicy: c.ImagePullPolicy,
 		PublicHost: c.PublicHost, SSHProxyPort: c.SSHProxyPort, UnboundNetwork: c.UnboundHostNetwork,
 		TokenMaxLifetime: time.Duration(c.TokenMaxLifetimeDays) * 24 * time.Hour, TokenHashKey: tokenKey,
 		EventRetention: time.Duration(c.EventRetentionDays) * 24 * time.Hour,
@@ -245,10 +247,17 @@ func Serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		// EGRESS_RECHECK_INTERVAL=0 disables the checks; app's 0 would mean its default.
 		EgressRecheckInterval: c.egressRecheck(),
 		MaxSessionsPerUser:    c.SSHMaxSessionsPerUser,
-	}, app.Deps{Store: db, Runtime: rt, Tunnel: tun, Logger: log})
+	}, app.Deps{Store: db, Runtime: rt, Tunnel: tun, Logger: log, Observer: mtr})
 	if err != nil {
 		return err
 	}
+	mtr.WatchState(svc, fileSize(db.Path()))
+	stopMetrics, err := serveMetrics(c, mtr, log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics(context.Background())
+	svc.CheckManagedImage(ctx)
 	// Bind before creating anything: a busy port must not create the administrator (and show
 	// its password) or start workers only to fail.
 	ln, err := net.Listen("tcp", c.HTTPAddr)
@@ -287,7 +296,11 @@ func Serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
-	rest := api.New(svc, api.Config{RateLimitPerMinute: c.RateLimitPerMinute}, log)
+	acfg := api.Config{RateLimitPerMinute: c.RateLimitPerMinute, Metrics: mtr}
+	if c.metricsOnAPI() {
+		acfg.MetricsHandler = mtr.Handler()
+	}
+	rest := api.New(svc, acfg, log)
 	go rest.Sweep(workCtx)
 	// The local admin socket for `cloud-cli-proxy backup` while the server runs.
 	if stopSock, err := serveAdminSocket(c.DataDir, svc, log); err != nil {

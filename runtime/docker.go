@@ -63,6 +63,9 @@ type Config struct {
 	StopTimeout time.Duration
 	// ReadyTimeout bounds WaitExecReady (in addition to its ctx). Zero: DefaultReadyTimeout (30 s).
 	ReadyTimeout time.Duration
+	// RegistryAuthFile is the Docker config.json whose credentials PullImage uses; empty:
+	// $DOCKER_CONFIG/config.json or ~/.docker/config.json when present.
+	RegistryAuthFile string
 }
 
 func (c Config) withDefaults() Config {
@@ -434,7 +437,7 @@ func (d *Docker) requireContainer(ctx context.Context, op, hostID string) (strin
 
 func imageMissing(image string, cause error) error {
 	return rtErr(app.CodeImageMissing,
-		fmt.Sprintf("image %q is not present on the container engine (images are never pulled)", image), cause)
+		fmt.Sprintf("image %q is not present on the container engine (pull, build or load it, or set IMAGE_PULL_POLICY=missing)", image), cause)
 }
 
 func missing(op, hostID string, cause error) error {

@@ -98,6 +98,8 @@ func eventField(e *app.Event, key, d []byte, i int) (int, bool) {
 		e.HostID = string(val)
 	case "message":
 		e.Message = string(val)
+	case "request_id":
+		e.RequestID = string(val)
 	default:
 		return 0, false
 	}

@@ -24,6 +24,7 @@ func TestDecodeEventMatchesEncodingJSON(t *testing.T) {
 		{ID: "u", Time: at(5), Action: app.ActionTokenUse, TokenID: "t", Count: 1},
 		{ID: "v", Time: at(6), Action: app.ActionTokenUse, Count: 987654321, Message: "last request: GET /v1/tokens"},
 		{Time: at(7), Count: 1234567890},
+		{ID: "r", Time: at(8), Action: "user.create", RequestID: "4f1c2a9e-req"},
 	}
 	for _, want := range events {
 		raw, err := json.Marshal(want)
@@ -41,6 +42,10 @@ func TestDecodeEventMatchesEncodingJSON(t *testing.T) {
 		if !reflect.DeepEqual(got, ref) {
 			t.Errorf("%s:\n got  %#v\n want %#v", raw, got, ref)
 		}
+	}
+	// The request id is read by the fast path, not handed over to encoding/json.
+	if raw, _ := json.Marshal(app.Event{ID: "r", Time: at(8), RequestID: "abc"}); !decodeEventFast(raw, new(app.Event)) {
+		t.Errorf("fast decoder does not read request_id: %s", raw)
 	}
 	// Inputs the fast path must hand over (or reject) rather than misread.
 	for _, raw := range []string{
