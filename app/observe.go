@@ -211,3 +211,7 @@ func (s *Service) MetricsState(ctx context.Context) (MetricsState, error) {
 	sort.Slice(st.Traffic, func(i, j int) bool { return st.Traffic[i].EgressIPID < st.Traffic[j].EgressIPID })
 	return st, nil
 }
+
+// ConnectionRefused tells the observer that a door refused a connection before it could
+// authenticate (door "gateway" or "tui"; reason e.g. "unauthenticated_per_ip").
+func (s *Service) ConnectionRefused(door, reason string) { s.obs.SessionRefused(door, reason) }

@@ -86,7 +86,7 @@ func NewDoor(svc *app.Service, cfg DoorConfig) (*Door, error) {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	d := &Door{svc: svc, cfg: cfg, log: cfg.Logger, sessions: map[ssh.Session]*doorSession{},
-		ptys: map[ssh.Session]ssh.Pty{}, guard: newLoginGuard(svc, cfg.LoginGrace, cfg.IdleTimeout, cfg.MaxUnauthPerIP)}
+		ptys: map[ssh.Session]ssh.Pty{}, guard: newLoginGuard(svc, "tui", cfg.LoginGrace, cfg.IdleTimeout, cfg.MaxUnauthPerIP)}
 	d.auth = &authenticator{svc: svc, log: cfg.Logger}
 	tuiHandler := bm.MiddlewareWithProgramHandler(d.program, termenv.Ascii)(d.afterTUI)
 	// Built like the gateway: wish options, the shared authenticator and login guard, one

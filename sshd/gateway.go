@@ -97,7 +97,7 @@ func NewGateway(svc *app.Service, cfg GatewayConfig) (*Gateway, error) {
 		cfg.Ciphers = DefaultGatewayCiphers
 	}
 	g := &Gateway{svc: svc, cfg: cfg, log: cfg.Logger.With("component", "ssh-gateway"),
-		guard: newLoginGuard(svc, cfg.LoginGrace, cfg.IdleTimeout, cfg.MaxUnauthPerIP)}
+		guard: newLoginGuard(svc, "gateway", cfg.LoginGrace, cfg.IdleTimeout, cfg.MaxUnauthPerIP)}
 	g.auth = &authenticator{svc: svc, log: g.log, gateway: true}
 	opts := append([]ssh.Option{
 		wish.WithVersion("cloud-cli-proxy"),

@@ -25,6 +25,7 @@ const (
 // offering several keys before the right one is not an attacker).
 type loginGuard struct {
 	svc      *app.Service
+	door     string // "gateway" or "tui", for the metrics of refusals
 	grace    time.Duration
 	idle     time.Duration // the server's idle timeout (0: none), which follows the grace
 	maxPerIP int
@@ -33,14 +34,14 @@ type loginGuard struct {
 	unauth map[string]int // address -> connections not authenticated yet
 }
 
-func newLoginGuard(svc *app.Service, grace, idle time.Duration, maxPerIP int) *loginGuard {
+func newLoginGuard(svc *app.Service, door string, grace, idle time.Duration, maxPerIP int) *loginGuard {
 	if grace <= 0 {
 		grace = DefaultLoginGrace
 	}
 	if maxPerIP <= 0 {
 		maxPerIP = DefaultMaxUnauthPerIP
 	}
-	return &loginGuard{svc: svc, grace: grace, idle: idle, maxPerIP: maxPerIP, unauth: map[string]int{}}
+	return &loginGuard{svc: svc, door: door, grace: grace, idle: idle, maxPerIP: maxPerIP, unauth: map[string]int{}}
 }
 
 type guardKey struct{}
@@ -52,6 +53,7 @@ func (g *loginGuard) wrap(ctx ssh.Context, c net.Conn) net.Conn {
 	g.mu.Lock()
 	if g.unauth[ip] >= g.maxPerIP {
 		g.mu.Unlock()
+		g.svc.ConnectionRefused(g.door, "unauthenticated_per_ip")
 		return nil
 	}
 	g.unauth[ip]++
