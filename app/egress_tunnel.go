@@ -1,6 +1,10 @@
 package app
 
-import "context"
+import (
+	"context"
+	"encoding/json"
+	"strings"
+)
 
 // Tunnel is the egress room: it tests egress IPs and gives a running host's container its
 // one way out. tunnel.Manager implements it; NoTunnel is the room of a server without
@@ -41,8 +45,39 @@ type EgressTestResult struct {
 
 // EgressCheck is one check's result.
 type EgressCheck struct {
-	Name       string `json:"name"` // connectivity, exit_ip, dns_leak
-	OK         bool   `json:"ok"`
+	Name string `json:"name"` // connectivity, exit_ip, dns_leak
+	OK   bool   `json:"ok"`
+	// Status is CheckPassed, CheckFailed or CheckSkipped (a check that did not run, e.g.
+	// dns_leak without a check zone; it fails nothing). Empty (results recorded before
+	// it existed, fakes) is told from OK and Reason when encoded.
+	Status     string `json:"status"`
 	Reason     string `json:"reason,omitempty"`
 	DurationMS int64  `json:"duration_ms"`
+}
+
+// EgressCheck.Status values.
+const (
+	CheckPassed  = "passed"
+	CheckFailed  = "failed"
+	CheckSkipped = "skipped"
+)
+
+// State is c.Status, or for a result without one, what OK and Reason say.
+func (c EgressCheck) State() string {
+	switch {
+	case c.Status != "":
+		return c.Status
+	case c.OK:
+		return CheckPassed
+	case strings.HasPrefix(c.Reason, "skipped"):
+		return CheckSkipped
+	}
+	return CheckFailed
+}
+
+// MarshalJSON writes Status as State.
+func (c EgressCheck) MarshalJSON() ([]byte, error) {
+	type plain EgressCheck
+	c.Status = c.State()
+	return json.Marshal(plain(c))
 }

@@ -238,21 +238,21 @@ func Keys() []Key {
 		{"TOKEN_MAX_LIFETIME_DAYS", "0", "Longest access-token lifetime in days; 0 allows tokens that never expire.", intIn(0, 3650, func(c *Config) *int { return &c.TokenMaxLifetimeDays })},
 		{"EVENT_RETENTION_DAYS", "365", "Days audit events are kept; older ones are deleted every 30 s (a retention.purge event says how many); 0 keeps them forever.", intIn(0, 36500, func(c *Config) *int { return &c.EventRetentionDays })},
 		{"TASK_RETENTION_DAYS", "90", "Days finished tasks are kept; queued and running tasks are never deleted; 0 keeps them forever.", intIn(0, 36500, func(c *Config) *int { return &c.TaskRetentionDays })},
-		{"EGRESS_CHECK_SERVER_URL", "", "Base URL of the egress check service (`cloud-cli-proxy check-service`) that egress tests ask for the exit IP and DNS log; tests answer 503 until set.", func(c *Config, v string) error {
+		{"EGRESS_CHECK_SERVER_URL", "", "Base URL of your own egress check service (`cloud-cli-proxy check-service`): egress tests ask it for the exit IP and, with EGRESS_CHECK_DNS_ZONE, its DNS log. Unset, egress tests ask the IP-echo EGRESS_CHECK_URL and skip the DNS-leak check, and the in-container host checks are off.", func(c *Config, v string) error {
 			if v != "" && !strings.HasPrefix(v, "http://") && !strings.HasPrefix(v, "https://") {
 				return fmt.Errorf("must be an http:// or https:// URL")
 			}
 			c.EgressCheckServerURL = v
 			return nil
 		}},
-		{"EGRESS_CHECK_DNS_ZONE", "", "DNS zone the check service is authoritative for (DNS-leak check).", func(c *Config, v string) error {
+		{"EGRESS_CHECK_DNS_ZONE", "", "DNS zone the check service is authoritative for; the DNS-leak check answers `skipped: no check zone configured` until it is set.", func(c *Config, v string) error {
 			if v != "" && !dnsNameRE.MatchString(v) {
 				return fmt.Errorf("must be a DNS name such as check.example.com")
 			}
 			c.EgressCheckDNSZone = v
 			return nil
 		}},
-		{"EGRESS_CHECK_URL", "", "URL fetched through a tunnel by the connectivity check; defaults to EGRESS_CHECK_SERVER_URL.", func(c *Config, v string) error {
+		{"EGRESS_CHECK_URL", "", "URL fetched through a tunnel by the connectivity check; defaults to EGRESS_CHECK_SERVER_URL, else the public IP-echo service https://api.ipify.org. Without EGRESS_CHECK_SERVER_URL it is also the exit-IP check's IP echo (it must answer the caller's IP as text).", func(c *Config, v string) error {
 			if v != "" && !strings.HasPrefix(v, "http://") && !strings.HasPrefix(v, "https://") {
 				return fmt.Errorf("must be an http:// or https:// URL")
 			}

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
@@ -27,26 +28,39 @@ const (
 	CheckExitIP       = "exit_ip"
 	CheckDNSLeak      = "dns_leak"
 
-	// TestTimeout bounds Manager.Test and Manager.CheckHost as a whole; the budgets of
-	// the three checks add up to less.
+	// TestTimeout bounds Manager.Test and Manager.CheckHost as a whole (unless
+	// Config.TestTimeout says otherwise); the budgets of the three checks add up to less.
 	TestTimeout = 30 * time.Second
 
-	connectivityBudget = 14 * time.Second
-	exitIPBudget       = 7 * time.Second
-	dnsLeakBudget      = 8 * time.Second
+	// Budgets of the checks, in 30ths of the whole test's timeout (14 s, 7 s and 8 s of 30 s).
+	connectivityBudget = 14
+	exitIPBudget       = 7
+	dnsLeakBudget      = 8
+
+	// DefaultCheckURL is the public IP-echo service the connectivity and exit_ip checks
+	// ask when neither EGRESS_CHECK_URL nor EGRESS_CHECK_SERVER_URL is set: its answer is
+	// the caller's IP as text.
+	DefaultCheckURL = "https://api.ipify.org"
+
+	// reasonTimedOut is the reason of a check that did not finish within its budget.
+	reasonTimedOut = "timed out"
+	// reasonNoZone is the reason of a dns_leak check without a check zone.
+	reasonNoZone = "skipped: no check zone configured"
 )
 
 // Test implements app.Tunnel: it brings the egress tunnel up in this process (no container
 // involved) and runs three checks through it:
 //
 //   - connectivity: an HTTP GET of Config.CheckURL gets an answer;
-//   - exit_ip: the check service sees the declared ip_address (a mismatch fails; nothing
-//     is rewritten);
+//   - exit_ip: the check service (or, without one, the IP-echo Config.CheckURL) sees the
+//     declared ip_address (a mismatch fails; nothing is rewritten);
 //   - dns_leak: a unique name under Config.CheckDNSZone, resolved through the tunnel by
 //     its resolver (wg_dns_server, or Config.ProxyDNSServer for a proxy), reaches the
 //     check service only from resolvers inside the tunnel path (that resolver, the
-//     declared exit IP or the exit the check service observed).
+//     declared exit IP or the exit the check service observed). Skipped without a zone.
 //
+// Every check answers passed, failed or skipped with a reason within Config.TestTimeout;
+// one that does not finish in its budget is failed with reason "timed out".
 // A WireGuard egress runs on a user-space network stack; a proxy egress through its
 // outbound dialer, as the container's traffic would. The error is for a record that
 // cannot be tested at all; failed checks are in the result. Testing a WireGuard egress IP
@@ -61,12 +75,12 @@ func (m *Manager) Test(ctx context.Context, e app.EgressIP) (app.EgressTestResul
 	if err != nil {
 		return app.EgressTestResult{}, err
 	}
-	if err := m.checksConfigured(); err != nil {
-		return app.EgressTestResult{}, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, TestTimeout)
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.TestTimeout)
 	defer cancel()
 	failAll := func(reason string) (app.EgressTestResult, error) {
+		if ctx.Err() != nil {
+			reason = reasonTimedOut + ": " + reason
+		}
 		return failAllChecks(start, reason), nil
 	}
 
@@ -103,6 +117,8 @@ func (m *Manager) Test(ctx context.Context, e app.EgressIP) (app.EgressTestResul
 	}), nil
 }
 
+// checksConfigured says whether CheckHost can run: it runs only against a check service
+// of the operator's own (with its DNS zone), never the public default; Test always runs.
 func (m *Manager) checksConfigured() error {
 	if m.cfg.CheckServerURL == "" || m.cfg.CheckDNSZone == "" {
 		return &app.Error{Kind: app.KindUnavailable, Code: app.CodeTunnelCheckUnconfigured,
@@ -145,14 +161,28 @@ func (p *checkPath) dialHost(ctx context.Context, network, addr string) (net.Con
 	return p.dial(ctx, network, addr)
 }
 
+// failAllChecks is the result of a tunnel that did not come up: connectivity failed for
+// reason, the others skipped.
 func failAllChecks(start time.Time, reason string) app.EgressTestResult {
-	res := app.EgressTestResult{}
-	for _, n := range []string{CheckConnectivity, CheckExitIP, CheckDNSLeak} {
-		res.Checks = append(res.Checks, app.EgressCheck{Name: n, Reason: reason})
-	}
-	res.DurationMS = time.Since(start).Milliseconds()
-	return res
+	skip := "skipped: no connectivity (" + reason + ")"
+	return app.EgressTestResult{DurationMS: time.Since(start).Milliseconds(), Checks: []app.EgressCheck{
+		{Name: CheckConnectivity, Status: app.CheckFailed, Reason: reason},
+		{Name: CheckExitIP, Status: app.CheckSkipped, Reason: skip},
+		{Name: CheckDNSLeak, Status: app.CheckSkipped, Reason: skip},
+	}}
 }
+
+// ipEchoURL is what the exit_ip check asks for the exit IP: the check service's root,
+// else the connectivity URL (by default a public IP-echo service).
+func (m *Manager) ipEchoURL() string {
+	if m.cfg.CheckServerURL != "" {
+		return strings.TrimSuffix(m.cfg.CheckServerURL, "/") + "/"
+	}
+	return m.cfg.CheckURL
+}
+
+// budget is n 30ths of the whole test's timeout.
+func (m *Manager) budget(n int) time.Duration { return m.cfg.TestTimeout * time.Duration(n) / 30 }
 
 // runChecks runs connectivity, exit_ip and dns_leak through p, each with its own budget,
 // result and reason.
@@ -168,22 +198,50 @@ func (m *Manager) runChecks(ctx context.Context, start time.Time, exitIP netip.A
 	defer client.CloseIdleConnections()
 	res := app.EgressTestResult{}
 	finish := func() app.EgressTestResult {
+		// Skipped checks fail nothing; a test whose connectivity failed is not OK.
 		res.OK = len(res.Checks) == 3
 		for _, c := range res.Checks {
-			res.OK = res.OK && c.OK
+			res.OK = res.OK && c.Status != app.CheckFailed
 		}
 		res.DurationMS = time.Since(start).Milliseconds()
 		return res
 	}
+	skipped := func(name, reason string) {
+		res.Checks = append(res.Checks, app.EgressCheck{Name: name, Status: app.CheckSkipped, Reason: reason})
+	}
+	// run runs f in its own goroutine and waits at most its budget (and the whole test's
+	// deadline): a check that does not answer in time is failed "timed out" whatever f
+	// is stuck in.
 	run := func(name string, budget time.Duration, f func(context.Context) (bool, string)) bool {
 		t0 := time.Now()
 		cctx, ccancel := context.WithTimeout(ctx, budget)
-		ok, reason := f(cctx)
-		ccancel()
-		res.Checks = append(res.Checks, app.EgressCheck{Name: name, OK: ok, Reason: reason, DurationMS: time.Since(t0).Milliseconds()})
-		return ok
+		defer ccancel()
+		type verdict struct {
+			ok     bool
+			reason string
+		}
+		done := make(chan verdict, 1)
+		go func() {
+			ok, reason := f(cctx)
+			done <- verdict{ok, reason}
+		}()
+		var v verdict
+		select {
+		case v = <-done:
+			if !v.ok && cctx.Err() != nil {
+				v.reason = reasonTimedOut + ": " + v.reason
+			}
+		case <-cctx.Done():
+			v.reason = reasonTimedOut
+		}
+		st := app.CheckFailed
+		if v.ok {
+			st = app.CheckPassed
+		}
+		res.Checks = append(res.Checks, app.EgressCheck{Name: name, OK: v.ok, Status: st, Reason: v.reason, DurationMS: time.Since(t0).Milliseconds()})
+		return v.ok
 	}
-	connected := run(CheckConnectivity, connectivityBudget, func(ctx context.Context) (bool, string) {
+	connected := run(CheckConnectivity, m.budget(connectivityBudget), func(ctx context.Context) (bool, string) {
 		status, _, err := httpGet(ctx, client, m.cfg.CheckURL, 0)
 		if err != nil {
 			return false, fmt.Sprintf("no HTTP answer from %s %s: %v", m.cfg.CheckURL, p.via, err)
@@ -192,29 +250,45 @@ func (m *Manager) runChecks(ctx context.Context, start time.Time, exitIP netip.A
 	})
 	if !connected {
 		skip := "skipped: no connectivity " + p.via
-		res.Checks = append(res.Checks, app.EgressCheck{Name: CheckExitIP, Reason: skip}, app.EgressCheck{Name: CheckDNSLeak, Reason: skip})
+		skipped(CheckExitIP, skip)
+		skipped(CheckDNSLeak, skip)
 		return finish()
 	}
 
-	var observed netip.Addr // the exit the check service saw, right or wrong
-	run(CheckExitIP, exitIPBudget, func(ctx context.Context) (bool, string) {
-		_, body, err := httpGet(ctx, client, strings.TrimSuffix(m.cfg.CheckServerURL, "/")+"/", 256)
+	// observed is the exit the check service saw, right or wrong (atomic: a timed-out
+	// exit_ip check may still be running when dns_leak reads it).
+	var observedP atomic.Pointer[netip.Addr]
+	echo := m.ipEchoURL()
+	run(CheckExitIP, m.budget(exitIPBudget), func(ctx context.Context) (bool, string) {
+		_, body, err := httpGet(ctx, client, echo, 256)
 		if err != nil {
-			return false, "check service: " + err.Error()
+			return false, "IP echo: " + err.Error()
 		}
 		got, err := netip.ParseAddr(strings.TrimSpace(string(body)))
 		if err != nil {
 			return false, fmt.Sprintf("check service answered %q, not an IP address", truncate(string(body), 64))
 		}
 		got = got.Unmap()
-		observed = got
+		observedP.Store(&got)
 		if got != exitIP {
 			return false, fmt.Sprintf("traffic exits as %s but the declared ip_address is %s", got, exitIP)
 		}
 		return true, fmt.Sprintf("traffic exits as %s", got)
 	})
 
-	run(CheckDNSLeak, dnsLeakBudget, func(ctx context.Context) (bool, string) {
+	switch {
+	case m.cfg.CheckDNSZone == "":
+		skipped(CheckDNSLeak, reasonNoZone)
+		return finish()
+	case m.cfg.CheckServerURL == "":
+		skipped(CheckDNSLeak, "skipped: no check service configured (EGRESS_CHECK_SERVER_URL): the DNS-leak check reads its DNS log")
+		return finish()
+	}
+	run(CheckDNSLeak, m.budget(dnsLeakBudget), func(ctx context.Context) (bool, string) {
+		var observed netip.Addr
+		if o := observedP.Load(); o != nil {
+			observed = *o
+		}
 		if !p.resolver.IsValid() {
 			return false, p.noResolver
 		}

@@ -26,7 +26,7 @@ import (
 // resolved by the container's own resolver (the first nameserver of its /etc/resolv.conf)
 // through that namespace, and the dns_leak check asks that resolver.
 //
-// The whole run is bounded by TestTimeout. The error is for a host that cannot be checked
+// The whole run is bounded by Config.TestTimeout. The error is for a host that cannot be checked
 // at all (no process, the server's own namespace, checks not configured); failed checks
 // are in the result.
 func (m *Manager) CheckHost(ctx context.Context, hostID string, pid int, e app.EgressIP) (app.EgressTestResult, error) {
@@ -54,7 +54,7 @@ func (m *Manager) CheckHost(ctx context.Context, hostID string, pid int, e app.E
 		return app.EgressTestResult{}, fmt.Errorf("host check %s: pid %d: %w", hostID, pid, err)
 	}
 
-	ctx, cancel := context.WithTimeout(ctx, TestTimeout)
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.TestTimeout)
 	defer cancel()
 	nd.base = ctx
 	p := checkPath{

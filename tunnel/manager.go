@@ -21,13 +21,20 @@ const InterfaceName = "wg0"
 // Config configures a Manager.
 type Config struct {
 	// CheckURL is fetched through the tunnel by the connectivity check (any HTTP answer
-	// passes). Defaults to CheckServerURL.
+	// passes). Defaults to CheckServerURL, else DefaultCheckURL. Without CheckServerURL it
+	// is also the IP-echo URL of the exit_ip check: its body must be the caller's IP.
 	CheckURL string
 	// CheckServerURL is the base URL of a CheckService reachable from the internet: GET /
-	// answers the exit IP, GET /dns-log?name= the resolvers that asked for a name.
+	// answers the exit IP, GET /dns-log?name= the resolvers that asked for a name. Empty:
+	// Test's exit_ip check asks CheckURL and its dns_leak check is skipped; CheckHost
+	// checks nothing (app treats that as unconfigured).
 	CheckServerURL string
-	// CheckDNSZone is the zone the CheckService is authoritative for.
+	// CheckDNSZone is the zone the CheckService is authoritative for; empty skips Test's
+	// dns_leak check.
 	CheckDNSZone string
+	// TestTimeout bounds Test and CheckHost as a whole, the three checks' budgets scaled
+	// to it; 0 means the package's TestTimeout (30 s). Tests shorten it.
+	TestTimeout time.Duration
 	// MTU of WireGuard tunnel devices; 0 means DefaultMTU. (Proxy TUNs use ProxyMTU.)
 	MTU int
 	// ProxyDNSServer is the resolver of containers behind a proxy egress: their
@@ -65,6 +72,12 @@ func NewManager(cfg Config) *Manager {
 	}
 	if cfg.CheckURL == "" {
 		cfg.CheckURL = cfg.CheckServerURL
+	}
+	if cfg.CheckURL == "" {
+		cfg.CheckURL = DefaultCheckURL
+	}
+	if cfg.TestTimeout <= 0 {
+		cfg.TestTimeout = TestTimeout
 	}
 	if !cfg.ProxyDNSServer.IsValid() {
 		cfg.ProxyDNSServer = DefaultProxyDNSServer

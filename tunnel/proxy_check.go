@@ -24,10 +24,7 @@ func (m *Manager) testProxy(ctx context.Context, start time.Time, e app.EgressIP
 	if err != nil {
 		return app.EgressTestResult{}, badEgress("ip_address", "ip_address must be an IP address")
 	}
-	if err := m.checksConfigured(); err != nil {
-		return app.EgressTestResult{}, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, TestTimeout)
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.TestTimeout)
 	defer cancel()
 	resolver := m.cfg.ProxyDNSServer
 	return m.runChecks(ctx, start, exitIP.Unmap(), checkPath{
