@@ -373,6 +373,9 @@ func (f *matrixFixture) specs() map[string]mxSpec {
 		return "/v1/admin/tasks/" + f.taskA, nil
 	}})
 	add("GET /v1/admin/events", mxSpec{access: mxAdminRead, ok: 200, req: mxStatic("/v1/admin/events")})
+	// The change feed: ?once=1 closes the stream after the replay, so the row's request ends.
+	add("GET /v1/admin/events/stream", mxSpec{access: mxAdminRead, ok: 200, req: mxStatic("/v1/admin/events/stream?once=1")})
+	add("GET /v1/user/events/stream", mxSpec{access: mxAuth, ok: 200, req: mxStatic("/v1/user/events/stream?once=1")})
 	add("GET /v1/admin/dashboard/stats", mxSpec{access: mxAdminRead, ok: 200, req: mxStatic("/v1/admin/dashboard/stats")})
 	return m
 }

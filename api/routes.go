@@ -90,6 +90,7 @@ func (s *Server) registerRoutes() {
 	s.registerBootstrapRoutes()
 	s.registerBackupRoutes()
 	s.registerSessionRoutes()
+	s.registerFeedRoutes()
 
 	// Tasks, events, dashboard.
 	s.handle("GET", "/v1/admin/tasks", accessAdminRead, reply(s, 200, func(r *http.Request, _ httprouter.Params, p app.Principal) (list[app.Task], error) {

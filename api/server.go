@@ -31,6 +31,8 @@ type Config struct {
 	// caller's right to the host are checked again (a logout, revocation, disabled account
 	// or stopped host ends it); 0 means 30 s.
 	VNCRecheckInterval time.Duration
+	// FeedHeartbeat is how often an idle change-feed stream gets a comment; 0 means 15s.
+	FeedHeartbeat time.Duration
 	// Metrics counts requests by route pattern and status and rate-limit refusals; nil: none.
 	Metrics HTTPMetrics
 	// MetricsHandler, when set, is served at GET /metrics on this door, to administrators

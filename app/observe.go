@@ -48,7 +48,7 @@ func SessionDoor(kind SessionKind, connID string) string {
 		return "gateway"
 	case SessionTUI:
 		return "tui"
-	case SessionVNC:
+	case SessionVNC, SessionFeed:
 		return "api"
 	}
 	if connID != "" {
@@ -77,10 +77,13 @@ func RequestIDFrom(ctx context.Context) string {
 }
 
 // observedStore is the store as the service uses it: it times every transaction for the
-// observer and stamps the request id of the context on the audit events written in it.
+// observer, stamps the request id of the context on the audit events written in it, and
+// publishes what a write transaction changed to the change feed once it commits (in commit
+// order: feed.commit is held across the transaction and the publication).
 type observedStore struct {
 	Store
-	obs Observer
+	obs  Observer
+	feed *feedBroker
 }
 
 func (o observedStore) View(ctx context.Context, fn func(Tx) error) error {
@@ -92,26 +95,20 @@ func (o observedStore) View(ctx context.Context, fn func(Tx) error) error {
 
 func (o observedStore) Update(ctx context.Context, fn func(Tx) error) error {
 	start := time.Now()
-	inner := fn
-	if id := RequestIDFrom(ctx); id != "" {
-		inner = func(tx Tx) error { return fn(requestTx{Tx: tx, id: id}) }
+	id := RequestIDFrom(ctx)
+	var items []FeedItem
+	inner := func(tx Tx) error {
+		items = items[:0] // a store may run fn again
+		return fn(feedTx{Tx: tx, reqID: id, items: &items})
 	}
+	o.feed.commit.Lock()
 	err := o.Store.Update(ctx, inner)
+	if err == nil {
+		o.feed.publish(items)
+	}
+	o.feed.commit.Unlock()
 	o.obs.StoreTx("update", time.Since(start))
 	return err
-}
-
-// requestTx writes the events of a request's transaction with its id.
-type requestTx struct {
-	Tx
-	id string
-}
-
-func (t requestTx) AddEvent(e *Event) error {
-	if e.RequestID == "" {
-		e.RequestID = t.id
-	}
-	return t.Tx.AddEvent(e)
 }
 
 // checkResult is the observer's word for the outcome of the egress checks.

@@ -67,6 +67,9 @@ type Config struct {
 	// MaxSessionsPerUser caps a user's concurrent workspace sessions (shells, commands,
 	// sftp) over every door and connection (SSH_MAX_SESSIONS_PER_USER); 0: no limit.
 	MaxSessionsPerUser int
+	// FeedBuffer is how many change-feed items a subscriber may have waiting before it is
+	// dropped as behind; 0 means FeedBuffer (1024).
+	FeedBuffer int
 }
 
 // Deps are the parts the service stands on.
@@ -108,6 +111,7 @@ type Service struct {
 	hostList hostListCache // the full host listing, for ListHostsVersioned
 
 	sessions   *sessionRegistry // open sessions of every door
+	feed       *feedBroker      // the change feed (feed.go)
 	expiryKick chan struct{}    // an account's expiry was set or changed
 
 	imagePulls pullLocks // one pull of an image at a time
@@ -181,9 +185,11 @@ func New(cfg Config, d Deps) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("app: bcrypt cost %d: %w", cfg.BcryptCost, err)
 	}
+	feed := newFeedBroker()
 	return &Service{
 		dummyHash: dummy,
-		cfg:       cfg, store: observedStore{Store: d.Store, obs: d.Observer}, base: d.Store, obs: d.Observer,
+		feed:      feed,
+		cfg:       cfg, store: observedStore{Store: d.Store, obs: d.Observer, feed: feed}, base: d.Store, obs: d.Observer,
 		runtime: d.Runtime, tunnel: d.Tunnel, noTunnel: noTunnel, clock: d.Clock, log: d.Logger,
 		throttle:   newLoginThrottle(),
 		queue:      make(chan string, 4096),

@@ -25,6 +25,7 @@ const (
 	SessionTUI       SessionKind = "tui"            // a TUI door session
 	SessionVNC       SessionKind = "vnc"            // a browser desktop websocket
 	SessionSSHConn   SessionKind = "ssh_connection" // an authenticated SSH connection (all its channels)
+	SessionFeed      SessionKind = "feed"           // a change-feed stream (REST door, not counted)
 )
 
 func (k SessionKind) String() string { return string(k) }

@@ -100,6 +100,12 @@ type TaskStore interface {
 type EventStore interface {
 	AddEvent(e *Event) error // assigns e.ID
 	QueryEvents(q EventQuery) (EventPage, error)
+	// EventsAfter returns, in the order they were written, the events written after the
+	// event whose id is after that match q's user, host and type (q's other fields are
+	// ignored), at most max; more is true when there were more. Events stamped up to slack
+	// before the cursor's event but written after it are found too (the change feed's
+	// resumption). An id the store did not hand out is a bad request (invalid_cursor).
+	EventsAfter(after string, q EventQuery, slack time.Duration, max int) (events []Event, more bool, err error)
 	CountEventsSince(t time.Time) (int, error)
 	// PurgeEventsBefore deletes up to max events (<= 0: all) older than before, oldest
 	// first, and returns how many it deleted.
