@@ -37,6 +37,7 @@ const gwDeadlineSlack = time.Second
 // wake-ups on bulk output, and it rate-limits deadline updates.
 type gwConn struct {
 	net.Conn
+	wait time.Duration // how long a spill is held (gwSpillWait; tests lengthen it)
 
 	mu    sync.Mutex
 	held  *[]byte     // a packet's first gwBufioSize bytes, waiting for the rest (pooled)
@@ -50,7 +51,7 @@ type gwConn struct {
 // gwHeldPool holds the spill buffers: an idle connection keeps none.
 var gwHeldPool = sync.Pool{New: func() any { b := make([]byte, 0, gwBufioSize); return &b }}
 
-func newGwConn(c net.Conn) *gwConn { return &gwConn{Conn: c} }
+func newGwConn(c net.Conn) *gwConn { return &gwConn{Conn: c, wait: gwSpillWait} }
 
 // release returns the held buffer to the pool; under mu.
 func (c *gwConn) release() {
@@ -81,9 +82,9 @@ func (c *gwConn) Write(p []byte) (int, error) {
 		c.held = gwHeldPool.Get().(*[]byte)
 		*c.held = append(*c.held, p...)
 		if c.timer == nil {
-			c.timer = time.AfterFunc(gwSpillWait, c.flushHeld)
+			c.timer = time.AfterFunc(c.wait, c.flushHeld)
 		} else {
-			c.timer.Reset(gwSpillWait)
+			c.timer.Reset(c.wait)
 		}
 		return len(p), nil
 	}

@@ -92,8 +92,10 @@ func TestGwConnJoinsSpilledPackets(t *testing.T) {
 	c.Close()
 
 	// Held data waits for the rest of its packet only: without a rest it goes out alone.
+	// (The hold is lengthened here so a loaded machine cannot pass it before the check.)
 	rc := &recConn{}
 	c = newGwConn(rc)
+	c.wait = 300 * time.Millisecond
 	c.Write(spill)
 	if w, _ := rc.snapshot(); len(w) != 0 {
 		t.Fatalf("a spill was written before its rest could follow: %d writes", len(w))
