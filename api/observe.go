@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/felixge/httpsnoop"
+	"github.com/julienschmidt/httprouter"
 
 	"github.com/cloud-cli-proxy/cloud-cli-proxy/app"
 )
@@ -126,19 +127,11 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusMethodNotAllowed, errorBody{Error: errorDetail{Code: string(app.CodeMethodNotAllowed), Message: r.Method + " is not allowed on " + r.URL.Path}})
 		return
 	}
-	cred := bearerCredential(r)
-	if cred == "" {
-		s.writeError(w, r, &app.Error{Kind: app.KindUnauthenticated, Code: app.CodeUnauthenticated, Message: "invalid or missing credentials"})
-		return
-	}
-	p, err := s.authenticate(r, cred, "bearer credential")
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if p.Role != app.RoleAdmin {
-		s.writeError(w, r, &app.Error{Kind: app.KindForbidden, Code: app.CodeForbidden, Message: "the metrics are for administrators"})
-		return
-	}
-	s.cfg.MetricsHandler.ServeHTTP(w, r)
+	s.authed(func(w http.ResponseWriter, r *http.Request, _ httprouter.Params, p app.Principal) {
+		if err := s.svc.AuthorizeMetrics(r.Context(), p); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		s.cfg.MetricsHandler.ServeHTTP(w, r)
+	})(w, r, nil)
 }

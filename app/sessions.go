@@ -384,3 +384,16 @@ func userTokenSessions(userID string) func(SessionInfo) bool {
 func either(a, b func(SessionInfo) bool) func(SessionInfo) bool {
 	return func(i SessionInfo) bool { return a(i) || b(i) }
 }
+
+// AuthorizeMetrics decides who may read the server's metrics on the API port: administrators
+// (a viewer is refused: the metrics name users, hosts and egress IPs in bulk).
+func (s *Service) AuthorizeMetrics(ctx context.Context, p Principal) error {
+	if err := s.requireAdminRead(p); err != nil {
+		return err
+	}
+	if p.Role != RoleAdmin {
+		s.denied(ctx, p, "metrics.read", "the metrics are for administrators")
+		return forbidden("the metrics are for administrators")
+	}
+	return nil
+}
