@@ -229,6 +229,8 @@ type Principal struct {
 	Cred string
 	// CredHost is the host whose SSH password signed in (ssh_host_password).
 	CredHost string
+	// TokenExpiresAt is when the access token it signed in with expires (zero: never).
+	TokenExpiresAt time.Time
 }
 
 // AuthMethod is how a principal signed in.

@@ -62,17 +62,18 @@ type SessionInfo struct {
 
 // Reasons a session is ended by app (sent to the client where the protocol has a way).
 const (
-	EndUserDisabled    = "your account was disabled"
-	EndUserExpired     = "your account has expired"
-	EndUserDeleted     = "your account was deleted"
-	EndRoleChanged     = "your role was changed; sign in again"
-	EndPasswordChanged = "your password was changed; sign in again"
-	EndKeyDeleted      = "the SSH key of this session was deleted"
-	EndTokenRevoked    = "the access token of this session was revoked"
-	EndHostPassword    = "the host's SSH password was changed"
-	EndHostDeleted     = "this host was deleted"
-	EndKilled          = "an administrator ended your sessions"
-	EndShutdown        = "the server is shutting down"
+	EndUserDisabled      = "your account was disabled"
+	EndUserExpired       = "your account has expired"
+	EndUserDeleted       = "your account was deleted"
+	EndRoleChanged       = "your role was changed; sign in again"
+	EndPasswordChanged   = "your password was changed; sign in again"
+	EndKeyDeleted        = "the SSH key of this session was deleted"
+	EndTokenRevoked      = "the access token of this session was revoked"
+	EndHostPassword      = "the host's SSH password was changed"
+	EndHostDeleted       = "this host was deleted"
+	EndKilled            = "an administrator ended your sessions"
+	EndCredentialExpired = "the credential of this session expired"
+	EndShutdown          = "the server is shutting down"
 )
 
 // SessionLease is a registered session. The door closes it when the session ends by itself;
@@ -86,6 +87,7 @@ type SessionLease struct {
 	mu     sync.Mutex
 	reason string
 	seen   map[string]bool // forward destinations already audited (connections)
+	expiry *time.Timer     // ends the session when its credential expires; nil: never
 }
 
 // Info describes the session.
@@ -142,6 +144,9 @@ func (r *sessionRegistry) remove(l *SessionLease) {
 		return
 	}
 	delete(r.byID, l.info.ID)
+	if l.expiry != nil {
+		l.expiry.Stop()
+	}
 	r.obs.SessionClosed(SessionDoor(l.info.Kind, l.info.connID), string(l.info.Kind))
 	if l.info.Kind.counted() {
 		if r.counted[l.info.UserID]--; r.counted[l.info.UserID] <= 0 {
@@ -185,7 +190,26 @@ func (s *Service) TrackSession(p Principal, kind SessionKind, hostID, connID, de
 	}
 	r.byID[l.info.ID] = l
 	r.obs.SessionOpened(SessionDoor(kind, connID), string(kind))
+	// A session never outlives the credential it was opened with: a login JWT or an access
+	// token that expires ends it then (an account's own expiry is the expiry scanner's).
+	if exp := credentialExpiry(p); !exp.IsZero() {
+		id := l.info.ID
+		l.expiry = time.AfterFunc(max(exp.Sub(s.Now()), 0), func() {
+			s.endSessions(context.Background(), systemPrincipal(), func(i SessionInfo) bool { return i.ID == id }, EndCredentialExpired)
+		})
+	}
 	return l, nil
+}
+
+// credentialExpiry is when p's credential stops working (zero: never, or not known here).
+func credentialExpiry(p Principal) time.Time {
+	switch p.Method {
+	case MethodJWT:
+		return p.JWTExpiry
+	case MethodToken:
+		return p.TokenExpiresAt
+	}
+	return time.Time{}
 }
 
 // sessionsWhere lists the open sessions that match.

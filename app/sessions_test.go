@@ -407,3 +407,35 @@ func TestExpiryEndsSessionsOnTheSecond(t *testing.T) {
 		t.Fatal("the session outlived the account's expiry")
 	}
 }
+
+// A session ends when the access token or login JWT it was opened with expires.
+func TestSessionEndsWithItsCredentialsExpiry(t *testing.T) {
+	e := newSessEnv(t, 0)
+	for _, m := range []app.AuthMethod{app.MethodToken, app.MethodJWT} {
+		p := app.Principal{UserID: e.alice.UserID, Username: "alice", Role: app.RoleUser, Method: m,
+			TokenExpiresAt: time.Now().Add(200 * time.Millisecond), JWTExpiry: time.Now().Add(200 * time.Millisecond)}
+		l, err := e.svc.TrackSession(p, app.SessionVNC, e.aliceH, "", "desktop", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-l.Done():
+			if l.Reason() != app.EndCredentialExpired {
+				t.Errorf("%s: ended with %q", m, l.Reason())
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatalf("%s: the session outlived its credential", m)
+		}
+	}
+	// Without an expiry it stays open.
+	l, err := e.svc.TrackSession(app.Principal{UserID: e.alice.UserID, Method: app.MethodSSHKey}, app.SessionShell, e.aliceH, "", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	select {
+	case <-l.Done():
+		t.Fatal("a key session ended by itself")
+	case <-time.After(300 * time.Millisecond):
+	}
+}

@@ -514,6 +514,9 @@ func (s *Service) authenticateToken(ctx context.Context, ip, route, value string
 	}
 	p := Principal{UserID: u.ID, Username: u.Username, Role: u.Role, Method: "token", TokenID: t.ID,
 		TokenName: t.Name, TokenWrite: t.Write && u.Role != RoleViewer, SourceIP: ip}
+	if t.ExpiresAt != nil {
+		p.TokenExpiresAt = *t.ExpiresAt
+	}
 	s.noteTokenUse(p, route)
 	return p, nil
 }

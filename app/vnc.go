@@ -306,6 +306,9 @@ func (s *Service) AuthenticateVNCTicket(ctx context.Context, ip, value, hostID s
 			return Principal{}, time.Time{}, errUnauthenticated()
 		}
 		p.TokenID, p.TokenName, p.TokenWrite = tok.ID, tok.Name, tok.Write && u.Role != RoleViewer
+		if tok.ExpiresAt != nil {
+			p.TokenExpiresAt = *tok.ExpiresAt
+		}
 	}
 	return p, c.ExpiresAt.Time, nil
 }
