@@ -376,11 +376,11 @@ func (s *Service) OpenForward(ctx context.Context, p Principal, req ForwardReque
 	if err != nil {
 		return nil, err
 	}
-	if err := s.EnsureHostRunning(ctx, p, h.ID, func(string) {}); err != nil {
+	rh, err := s.ensureRunning(ctx, p, h.ID, func(string) {})
+	if err != nil {
 		return nil, userFacing(err, KindUnavailable, CodeHostNotReady)
 	}
-	rh, err := s.runtime.Inspect(ctx, h.ID)
-	if err != nil || rh.State != StateRunning || rh.Pid <= 0 {
+	if rh.State != StateRunning || rh.Pid <= 0 {
 		return nil, &Error{Kind: KindUnavailable, Code: CodeHostNotRunning, Message: "your workspace is not running"}
 	}
 	port := strconv.FormatUint(uint64(req.DestPort), 10)

@@ -196,6 +196,13 @@ func (s *Service) pickHost(tx Tx, userID, shortID string) (Host, error) {
 // stopped and the caller may, reporting progress lines to say. It fails with a plain reason
 // when the host cannot be started.
 func (s *Service) EnsureHostRunning(ctx context.Context, p Principal, hostID string, say func(string)) error {
+	_, err := s.ensureRunning(ctx, p, hostID, say)
+	return err
+}
+
+// ensureRunning is EnsureHostRunning that also returns what the engine said of the running
+// container (its pid: a forward dials into its network namespace without asking again).
+func (s *Service) ensureRunning(ctx context.Context, p Principal, hostID string, say func(string)) (RuntimeHost, error) {
 	for attempt := 0; attempt < 3; attempt++ {
 		var h Host
 		if err := s.store.View(ctx, func(tx Tx) error {
@@ -203,26 +210,26 @@ func (s *Service) EnsureHostRunning(ctx context.Context, p Principal, hostID str
 			h, err = tx.GetHost(hostID)
 			return err
 		}); err != nil {
-			return err
+			return RuntimeHost{}, err
 		}
 		if h.UserID != p.UserID {
-			return notFound("host")
+			return RuntimeHost{}, notFound("host")
 		}
 		rh, err := s.runtime.Inspect(ctx, h.ID)
 		if err != nil {
-			return err
+			return RuntimeHost{}, err
 		}
 		if rh.State == StateRunning && h.ActiveTaskID == "" {
-			return nil
+			return rh, nil
 		}
 		taskID := h.ActiveTaskID
 		if taskID == "" {
 			if h.DesiredState == HostDeleted {
-				return &Error{Kind: KindConflict, Code: CodeHostDeleting, Message: "this host is being deleted"}
+				return RuntimeHost{}, &Error{Kind: KindConflict, Code: CodeHostDeleting, Message: "this host is being deleted"}
 			}
 			res, err := s.StartOwnHost(ctx, p, h.ID)
 			if err != nil {
-				return err
+				return RuntimeHost{}, err
 			}
 			taskID = res.Task.ID
 			say("Your workspace is stopped; starting it…")
@@ -233,16 +240,16 @@ func (s *Service) EnsureHostRunning(ctx context.Context, p Principal, hostID str
 		t, err := s.WaitTask(wctx, taskID)
 		cancel()
 		if err != nil {
-			return err
+			return RuntimeHost{}, err
 		}
 		for _, st := range t.Steps {
 			say("  " + st.Name + ": " + st.State)
 		}
 		if t.State == TaskFailed && t.Error != nil && t.Kind == TaskHostStart {
-			return &Error{Kind: KindUnavailable, Code: t.Error.Code, Message: "your workspace could not be started: " + t.Error.Message}
+			return RuntimeHost{}, &Error{Kind: KindUnavailable, Code: t.Error.Code, Message: "your workspace could not be started: " + t.Error.Message}
 		}
 	}
-	return &Error{Kind: KindUnavailable, Code: CodeHostNotReady, Message: "your workspace did not become ready"}
+	return RuntimeHost{}, &Error{Kind: KindUnavailable, Code: CodeHostNotReady, Message: "your workspace did not become ready"}
 }
 
 // AuditGateway records a gateway session event (shell, exec, sftp, port forward).
