@@ -143,7 +143,7 @@ func Backup(args []string, getenv func(string) string, stdout, stderr io.Writer)
 		_, err := write(stdout)
 		return err
 	}
-	h, n, err := writeFileAtomic(*out, write)
+	h, n, err := writeBackupFile(*out, write)
 	if err != nil {
 		return err
 	}
@@ -184,56 +184,17 @@ func backupThroughSocket(sock string, w io.Writer) (storage.BackupHeader, error)
 	return h, nil
 }
 
-// writeFileAtomic writes path through fn: a temporary file beside it (0600), fsynced, then
-// renamed over it. It returns fn's header and the bytes written.
-func writeFileAtomic(path string, fn func(io.Writer) (storage.BackupHeader, error)) (h storage.BackupHeader, n int64, err error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+// writeBackupFile writes a backup to path atomically and returns its header and size.
+func writeBackupFile(path string, fn func(io.Writer) (storage.BackupHeader, error)) (h storage.BackupHeader, n int64, err error) {
+	n, err = writeFileAtomic(path, nil, func(w io.Writer) error {
+		var err error
+		h, err = fn(w)
+		return err
+	}, nil)
 	if err != nil {
-		return h, 0, fmt.Errorf("backup: %w", err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if err = f.Chmod(0o600); err != nil {
 		return h, 0, err
 	}
-	cw := &counter{w: f}
-	if h, err = fn(cw); err != nil {
-		return h, 0, err
-	}
-	if err = f.Sync(); err != nil {
-		return h, 0, err
-	}
-	if err = f.Close(); err != nil {
-		return h, 0, err
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return h, 0, err
-	}
-	if d, derr := os.Open(dir); derr == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-	return h, cw.n, nil
-}
-
-type counter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *counter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
+	return h, n, nil
 }
 
 // Restore restores a backup into the data dir of a stopped server.

@@ -7,7 +7,6 @@ import (
 	"io"
 	"math/big"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -95,43 +94,15 @@ func RotateJWTSecret(args []string, getenv func(string) string, stdout, stderr i
 
 // replaceFile atomically replaces path with data, mode 0600, keeping the owner of the file
 // it replaces (when this process may); check sees the new file before it takes the name.
-func replaceFile(path string, data []byte, was os.FileInfo, check func(tmp string) error) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(tmp)
+func replaceFile(path string, data []byte, was os.FileInfo, check func(tmp string) error) error {
+	_, err := writeFileAtomic(path, func(f *os.File) error {
+		if st, ok := was.Sys().(*syscall.Stat_t); ok {
+			_ = f.Chown(int(st.Uid), int(st.Gid)) // only root may; otherwise it is ours already
 		}
-	}()
-	if err = f.Chmod(0o600); err != nil {
+		return nil
+	}, func(w io.Writer) error {
+		_, err := w.Write(data)
 		return err
-	}
-	if st, ok := was.Sys().(*syscall.Stat_t); ok {
-		_ = f.Chown(int(st.Uid), int(st.Gid)) // only root may; otherwise it is ours already
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = check(tmp); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return err
-	}
-	if d, derr := os.Open(dir); derr == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-	return nil
+	}, check)
+	return err
 }
